@@ -1,0 +1,130 @@
+"""Every setting of the code location, read from the environment in one place.
+
+Each field's environment variable is its name in upper case (``pos_timezone`` is ``POS_TIMEZONE``).
+Secrets are deliberately absent: ``AIQ_API_KEY`` reaches the AIQ resource only through ``dg.EnvVar``,
+and database URLs that carry a password are wired the same way in ``defs/resources.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import zoneinfo
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path(os.environ.get("AIQ_PIPELINES_DATA_DIR", ".data"))
+
+DEFAULT_AIQ_BASE_URL = "http://127.0.0.1:8765"
+AIQ_LAB_BASE_URL = "https://lab.alpineiq.com"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable and what it expects."""
+
+
+class Settings(BaseSettings):
+    """Settings with their defaults. The README's settings table mirrors this class."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    pos_database_url: str = Field(
+        default_factory=lambda: f"sqlite:///{DATA_DIR / 'pos.db'}",
+        description="SQLAlchemy URL of the POS database (SQLite or PostgreSQL).",
+    )
+    sync_database_url: str = Field(
+        default_factory=lambda: f"sqlite:///{DATA_DIR / 'sync.db'}",
+        description="SQLAlchemy URL of the pipeline's own database: staging, ledger, quarantine, rate limiter.",
+    )
+    pos_timezone: str = Field("America/Denver", description="IANA time zone that defines the business day.")
+    pos_start_date: dt.date = Field(dt.date(2026, 1, 1), description="First daily partition (YYYY-MM-DD).")
+    pos_queries_file: Path | None = Field(
+        None, description="YAML file with one SELECT per entity for a POS whose schema differs from the reference."
+    )
+    extract_chunk_size: int = Field(5000, ge=1, le=100_000, description="Rows fetched from the POS per round trip.")
+    quarantine_max_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of a window's records that may be quarantined before the blocking check fails."
+    )
+
+    aiq_base_url: str = Field(DEFAULT_AIQ_BASE_URL, description="AIQ API base URL; the local sandbox by default.")
+    aiq_uid: str = Field("sandbox", min_length=1, description="AIQ account id (the :uid in every path).")
+    aiq_requests_per_second: int = Field(5, ge=1)
+    aiq_requests_per_minute: int = Field(120, ge=1)
+    aiq_requests_per_hour: int = Field(2000, ge=1)
+    aiq_batch_size_sales: int = Field(100, ge=1, le=1000)
+    aiq_batch_size_members: int = Field(100, ge=1, le=1000)
+    aiq_batch_size_inventory: int = Field(100, ge=1, le=100, description="AIQ caps inventory at 100 items a call.")
+    aiq_timeout_seconds: float = Field(30.0, gt=0)
+    aiq_max_attempts: int = Field(6, ge=1, le=20, description="Attempts per request, the first included.")
+    aiq_max_retry_seconds: float = Field(300.0, gt=0, description="Total time one request may spend retrying.")
+
+    sensor_interval_seconds: int = Field(60, ge=5)
+    inventory_sync_cron: str = Field("0 * * * *")
+
+    @field_validator("pos_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone name such as America/Denver") from None
+        return value
+
+    @field_validator("pos_database_url", "sync_database_url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError:
+            raise ValueError("expected a SQLAlchemy URL such as sqlite:///.data/pos.db or postgresql://host/db") from None
+        return value
+
+    @field_validator("aiq_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http(s) URL such as https://lab.alpineiq.com")
+        return value.rstrip("/")
+
+    @field_validator("pos_queries_file")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("expected the path of an existing YAML file")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_rate_limits(self) -> "Settings":
+        if self.aiq_requests_per_minute < self.aiq_requests_per_second:
+            raise ValueError("AIQ_REQUESTS_PER_MINUTE must be at least AIQ_REQUESTS_PER_SECOND")
+        if self.aiq_requests_per_hour < self.aiq_requests_per_minute:
+            raise ValueError("AIQ_REQUESTS_PER_HOUR must be at least AIQ_REQUESTS_PER_MINUTE")
+        return self
+
+    @property
+    def timezone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.pos_timezone)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning pydantic's error into one that names each bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once when the code location loads."""
+    return load_settings()
