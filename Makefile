@@ -1,0 +1,40 @@
+# Two commands: `make dev` (UI on http://localhost:3000 against the local AIQ sandbox) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+SANDBOX_URL := http://127.0.0.1:8765
+
+export DAGSTER_HOME := $(CURDIR)/.dagster
+# Local development talks to the sandbox with a throwaway key; set these in the environment (or .env) for AIQ's lab.
+export AIQ_BASE_URL ?= $(SANDBOX_URL)
+export AIQ_API_KEY ?= sandbox-dev-key
+export AIQ_UID ?= sandbox
+
+.PHONY: dev test install demo-data sandbox clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo-data: install
+	$(BIN)/aiq-pipelines demo-data --if-absent
+
+# Starts the sandbox (only when the pipeline points at it) next to `dagster dev`; both stop with Ctrl-C.
+dev: install demo-data
+	@mkdir -p .data $(DAGSTER_HOME); \
+	if [ "$$AIQ_BASE_URL" = "$(SANDBOX_URL)" ]; then \
+	  $(BIN)/aiq-sandbox --port 8765 --db .data/sandbox.db >> .data/sandbox.log 2>&1 & sandbox=$$!; \
+	  trap 'kill $$sandbox 2>/dev/null' EXIT; \
+	  echo "AIQ sandbox on $(SANDBOX_URL) (log: .data/sandbox.log)"; \
+	fi; \
+	$(BIN)/dagster dev -w workspace.yaml -p 3000
+
+test: install
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache

@@ -1,0 +1,155 @@
+"""Extract assets (group ``pos``): stage one business day of POS records per partition in the sync database."""
+
+import datetime as dt
+
+import dagster as dg
+import sqlalchemy as sa
+
+from aiq_pipelines.defs.partitions import daily_partitions
+from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.settings import get_settings
+from aiq_pipelines.sync.staging import (
+    StageReport,
+    SyncStore,
+    staged_inventory,
+    staged_personas,
+    staged_transactions,
+)
+
+CHECK_UNIQUE = "unique_keys"
+CHECK_WINDOW = "within_window"
+CHECK_QUARANTINE = "quarantine_rate"
+
+
+def _check_specs(asset: str, *, windowed: bool) -> list[dg.AssetCheckSpec]:
+    specs = [
+        dg.AssetCheckSpec(CHECK_UNIQUE, asset=asset, blocking=True,
+                          description="Every staged record has its own key: none overwrote another in this run."),
+        dg.AssetCheckSpec(CHECK_QUARANTINE, asset=asset, blocking=True,
+                          description="The share of quarantined records is at most QUARANTINE_MAX_RATE."),
+    ]
+    if windowed:
+        specs.append(dg.AssetCheckSpec(CHECK_WINDOW, asset=asset, blocking=True,
+                                       description="No staged record falls outside the partition's business days."))
+    return specs
+
+
+def _progress_logger(context: dg.AssetExecutionContext, every_chunks: int = 20):
+    def log(report: StageReport) -> None:
+        if report.chunks % every_chunks == 0:
+            context.log.info(f"{report.entity}: {report.staged} staged, {report.quarantined} quarantined so far")
+
+    return log
+
+
+def _extract_result(
+    report: StageReport, store: SyncStore, table: sa.Table, run_id: str, *, windowed: bool
+) -> dg.MaterializeResult:
+    max_rate = get_settings().quarantine_max_rate
+    counts = store.window_check(table, report.window_start, report.window_end, run_id)
+    checks = [
+        dg.AssetCheckResult(
+            check_name=CHECK_UNIQUE,
+            passed=counts.staged_by_run == report.staged,
+            metadata={"records_written": report.staged, "distinct_keys_staged": counts.staged_by_run},
+            description=None if counts.staged_by_run == report.staged else (
+                f"{report.staged} records were written but only {counts.staged_by_run} keys are staged: the POS "
+                "query returns a key more than once (is it ordered by key?) or another run staged the same window."
+            ),
+        ),
+        dg.AssetCheckResult(
+            check_name=CHECK_QUARANTINE,
+            passed=report.quarantine_rate <= max_rate,
+            metadata={"quarantined": report.quarantined, "extracted": report.extracted,
+                      "quarantine_rate": report.quarantine_rate, "max_rate": max_rate},
+            description=None if report.quarantine_rate <= max_rate else (
+                f"{report.quarantined} of {report.extracted} records quarantined ({report.quarantine_rate:.1%}), "
+                f"above QUARANTINE_MAX_RATE={max_rate:.1%}: look for a systemic cause in the reasons table."
+            ),
+        ),
+    ]
+    if windowed:
+        checks.append(
+            dg.AssetCheckResult(
+                check_name=CHECK_WINDOW,
+                passed=counts.outside_window == 0,
+                metadata={"outside_window": counts.outside_window},
+                description=None if counts.outside_window == 0 else (
+                    f"{counts.outside_window} staged records fall outside the window: the POS query must filter "
+                    "on :window_start/:window_end."
+                ),
+            )
+        )
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "dagster/row_count": report.staged,
+        "extracted": report.extracted,
+        "quarantined": report.quarantined,
+        "quarantine_rate": report.quarantine_rate,
+        "quarantine_reasons": dg.MetadataValue.md(report.reasons_markdown()),
+    }
+    if windowed:
+        metadata["window_start"] = report.window_start.isoformat()
+        metadata["window_end"] = report.window_end.isoformat()
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime]:
+    window = context.partition_time_window
+    context.log.info(f"window {window.start.isoformat()} .. {window.end.isoformat()} ({len(context.partition_keys)} days)")
+    return window.start, window.end
+
+
+@dg.asset(
+    group_name="pos",
+    kinds={"sql", "python"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=_check_specs("pos_transactions", windowed=True),
+)
+def pos_transactions(context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase) -> dg.MaterializeResult:
+    """Receipts with their line items, staged per business day (the store's local day, POS_TIMEZONE).
+
+    Replaces the window's staged receipts with what the POS holds now, so re-runs are idempotent. A receipt whose
+    store, customer or products are missing from the POS, whose lines don't reconcile with its total within a
+    cent, or whose values don't parse is quarantined with its reason; the rest of the day is staged.
+    """
+    start, end = _window(context)
+    store = sync.store()
+    report = store.stage_transactions(
+        pos.source(), start, end, run_id=context.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
+    )
+    return _extract_result(report, store, staged_transactions, context.run_id, windowed=True)
+
+
+@dg.asset(
+    group_name="pos",
+    kinds={"sql", "python"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=_check_specs("pos_personas", windowed=True),
+)
+def pos_personas(context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase) -> dg.MaterializeResult:
+    """Customers created or modified on each business day, staged as personas.
+
+    Phones and emails are kept as typed; the AIQ mapping normalizes them. A customer whose values don't parse
+    (an impossible birthday, a missing key) is quarantined with its reason.
+    """
+    start, end = _window(context)
+    store = sync.store()
+    report = store.stage_personas(
+        pos.source(), start, end, run_id=context.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
+    )
+    return _extract_result(report, store, staged_personas, context.run_id, windowed=True)
+
+
+@dg.asset(group_name="pos", kinds={"sql", "python"}, check_specs=_check_specs("pos_inventory", windowed=False))
+def pos_inventory(context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase) -> dg.MaterializeResult:
+    """A snapshot of every product with its stock, unit cost and price in each store.
+
+    The POS keeps no stock history, so this asset is unpartitioned: each run replaces the staged snapshot.
+    """
+    store = sync.store()
+    report = store.stage_inventory(
+        pos.source(), run_id=context.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
+    )
+    return _extract_result(report, store, staged_inventory, context.run_id, windowed=False)

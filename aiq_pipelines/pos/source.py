@@ -1,0 +1,200 @@
+"""Reading the POS: one SELECT per entity, streamed in chunks, grouped into records.
+
+The default queries read the reference schema (``reference_schema.sql``) on SQLite or PostgreSQL. A POS with another
+schema supplies its own SELECTs in a YAML file (``POS_QUERIES_FILE``) that return the same columns; the README shows
+an example. Rows are fetched ``chunk_size`` at a time (``stream_results`` + ``yield_per``: a server-side cursor on
+PostgreSQL), so memory never grows with the length of the window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+
+from aiq_pipelines.sync.engines import engine_for
+
+TRANSACTIONS_SQL = """
+SELECT t.transaction_id, t.location_id, l.name AS location_name,
+       CASE WHEN l.location_id IS NULL THEN 0 ELSE 1 END AS location_exists,
+       t.customer_id, c.customer_type,
+       CASE WHEN c.customer_id IS NULL THEN 0 ELSE 1 END AS customer_exists,
+       t.transaction_at, t.subtotal, t.discount_total, t.tax_total, t.total,
+       t.is_return, t.return_of_transaction_id, t.is_void, t.employee_id, t.last_modified_at,
+       i.line_number AS line_line_number, i.product_id AS line_product_id,
+       CASE WHEN p.product_id IS NULL THEN 0 ELSE 1 END AS line_product_exists,
+       p.sku AS line_sku, p.name AS line_name, p.brand AS line_brand, p.category AS line_category,
+       p.parent_category AS line_parent_category, p.strain AS line_strain, p.species AS line_species,
+       p.grade AS line_grade, p.size AS line_size,
+       i.quantity AS line_quantity, i.unit_price AS line_unit_price, i.discount AS line_discount,
+       i.unit_cost AS line_unit_cost
+FROM transactions t
+LEFT JOIN locations l ON l.location_id = t.location_id
+LEFT JOIN customers c ON c.customer_id = t.customer_id
+LEFT JOIN transaction_items i ON i.transaction_id = t.transaction_id
+LEFT JOIN products p ON p.product_id = i.product_id
+WHERE t.transaction_at >= :window_start AND t.transaction_at < :window_end
+ORDER BY t.transaction_id, i.line_number
+"""
+
+PERSONAS_SQL = """
+SELECT customer_id, customer_type, first_name, last_name, email, phone, birthday, gender,
+       address1, address2, city, state, zip, is_loyalty_member, created_at, last_modified_at
+FROM customers
+WHERE last_modified_at >= :window_start AND last_modified_at < :window_end
+ORDER BY customer_id
+"""
+
+INVENTORY_SQL = """
+SELECT p.product_id, p.sku, p.name, p.brand, p.category, p.parent_category, p.strain, p.species, p.grade,
+       p.size, p.barcode, p.thc_percent, p.cbd_percent, p.unit_cost, p.unit_price, p.msrp, p.tax_rate,
+       p.supplier_id, p.supplier_name, p.description, p.image_url, p.url, p.is_saleable, p.is_archived,
+       p.created_at, p.last_modified_at,
+       s.location_id AS stock_location_id, l.name AS stock_location_name,
+       s.quantity_available AS stock_quantity, COALESCE(s.unit_cost, p.unit_cost) AS stock_unit_cost
+FROM products p
+LEFT JOIN inventory s ON s.product_id = p.product_id
+LEFT JOIN locations l ON l.location_id = s.location_id
+ORDER BY p.product_id, s.location_id
+"""
+
+
+@dataclass(frozen=True)
+class EntityQuery:
+    """One entity's SELECT and the contract its result must meet."""
+
+    entity: str
+    sql: str
+    key: str
+    required_columns: frozenset[str]
+    windowed: bool
+
+
+QUERIES: dict[str, EntityQuery] = {
+    "transactions": EntityQuery(
+        "transactions",
+        TRANSACTIONS_SQL,
+        key="transaction_id",
+        required_columns=frozenset(
+            {"transaction_id", "location_id", "location_name", "location_exists", "customer_id", "customer_exists",
+             "transaction_at", "subtotal", "total", "last_modified_at", "line_line_number", "line_product_id",
+             "line_product_exists", "line_sku", "line_name", "line_quantity", "line_unit_price"}
+        ),
+        windowed=True,
+    ),
+    "personas": EntityQuery(
+        "personas",
+        PERSONAS_SQL,
+        key="customer_id",
+        required_columns=frozenset({"customer_id", "created_at", "last_modified_at"}),
+        windowed=True,
+    ),
+    "inventory": EntityQuery(
+        "inventory",
+        INVENTORY_SQL,
+        key="product_id",
+        required_columns=frozenset({"product_id", "sku", "name", "unit_price", "created_at", "last_modified_at",
+                                    "stock_location_id", "stock_location_name", "stock_quantity"}),
+        windowed=False,
+    ),
+}
+
+
+class PosQueryError(RuntimeError):
+    """A POS query is misconfigured or the POS cannot be read: a systemic failure, not a bad record."""
+
+
+def load_queries(path: Path | None) -> dict[str, EntityQuery]:
+    """The default queries, with any entity overridden by the YAML file at ``path``."""
+    queries = dict(QUERIES)
+    if path is None:
+        return queries
+    try:
+        overrides = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise PosQueryError(f"POS_QUERIES_FILE {path}: cannot read it as YAML ({exc.__class__.__name__})") from None
+    if not isinstance(overrides, dict):
+        raise PosQueryError(f"POS_QUERIES_FILE {path}: expected a mapping of entity name to SELECT")
+    unknown = set(overrides) - set(QUERIES)
+    if unknown:
+        raise PosQueryError(
+            f"POS_QUERIES_FILE {path}: unknown entities {sorted(unknown)}; expected some of {sorted(QUERIES)}"
+        )
+    for entity, sql in overrides.items():
+        default = QUERIES[entity]
+        if not isinstance(sql, str) or not sql.strip():
+            raise PosQueryError(f"POS_QUERIES_FILE {path}: {entity} must be a SELECT statement")
+        if default.windowed and not (":window_start" in sql and ":window_end" in sql):
+            raise PosQueryError(
+                f"POS_QUERIES_FILE {path}: the {entity} query must filter on :window_start and :window_end "
+                "(UTC timestamps, start inclusive, end exclusive)"
+            )
+        queries[entity] = EntityQuery(entity, sql, default.key, default.required_columns, default.windowed)
+    return queries
+
+
+RowGroup = tuple[Any, list[Mapping[str, Any]]]
+
+
+class PosSource:
+    """Streams the POS's rows for a UTC window, grouped by record key (the queries order by key)."""
+
+    def __init__(self, database_url: str, *, chunk_size: int = 5000, queries_file: Path | None = None):
+        self.engine = engine_for(database_url)
+        self.chunk_size = chunk_size
+        self.queries = load_queries(queries_file)
+
+    def _window_params(self, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
+        start_utc = start.astimezone(dt.UTC).replace(tzinfo=None)
+        end_utc = end.astimezone(dt.UTC).replace(tzinfo=None)
+        if self.engine.dialect.name == "sqlite":
+            # SQLite compares timestamps as text. Whole-second bounds without a fraction order correctly against
+            # both "YYYY-MM-DD HH:MM:SS" and "YYYY-MM-DD HH:MM:SS.ffffff" values.
+            return {"window_start": f"{start_utc:%Y-%m-%d %H:%M:%S}", "window_end": f"{end_utc:%Y-%m-%d %H:%M:%S}"}
+        return {"window_start": start_utc, "window_end": end_utc}
+
+    def _stream(self, entity: str, params: Mapping[str, Any]) -> Iterator[RowGroup]:
+        query = self.queries[entity]
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=self.chunk_size).execute(
+                    sa.text(query.sql), dict(params)
+                )
+                missing = query.required_columns - set(result.keys())
+                if missing:
+                    raise PosQueryError(
+                        f"the POS query for {entity} does not return the columns {sorted(missing)}; "
+                        "see the README section on custom POS queries"
+                    )
+                rows = (dict(row) for row in result.mappings())
+                for key, group in itertools.groupby(rows, key=lambda row: row[query.key]):
+                    yield key, list(group)
+        except sa.exc.SQLAlchemyError as exc:
+            raise PosQueryError(
+                f"cannot read {entity} from the POS database ({self.engine.url.render_as_string(hide_password=True)}): "
+                f"{exc.__class__.__name__}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}"
+            ) from None
+
+    def transactions(self, start: dt.datetime, end: dt.datetime) -> Iterator[RowGroup]:
+        """Receipts whose ``transaction_at`` falls in [start, end), one group of line rows per receipt."""
+        return self._stream("transactions", self._window_params(start, end))
+
+    def personas(self, start: dt.datetime, end: dt.datetime) -> Iterator[RowGroup]:
+        """Customers created or modified in [start, end)."""
+        return self._stream("personas", self._window_params(start, end))
+
+    def inventory(self) -> Iterator[RowGroup]:
+        """Every product with one row per store that stocks it."""
+        return self._stream("inventory", {})
+
+
+def chunked(groups: Iterator[RowGroup], size: int) -> Iterator[Sequence[RowGroup]]:
+    """Batches of at most ``size`` record groups, pulled lazily."""
+    while batch := list(itertools.islice(groups, size)):
+        yield batch

@@ -1,0 +1,420 @@
+"""The sync database's staging area: canonical records per business day, and the quarantine.
+
+Extract assets replace a window's staged records in one transaction, so re-running a partition is idempotent and a
+failed run leaves the previous staging intact. Records that cannot be staged go to the quarantine with a reason
+that names fields and rules only (no phone or email), tied to the business day so a re-run replaces them too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import zoneinfo
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from aiq_pipelines.pos.records import (
+    InventoryItem,
+    Persona,
+    RecordRejected,
+    Transaction,
+    build_inventory_item,
+    build_persona,
+    build_transaction,
+)
+from aiq_pipelines.pos.source import PosSource, RowGroup, chunked
+from aiq_pipelines.sync.engines import engine_for
+
+metadata = sa.MetaData()
+
+staged_transactions = sa.Table(
+    "staged_transactions",
+    metadata,
+    sa.Column("transaction_id", sa.String, primary_key=True),
+    sa.Column("business_date", sa.Date, nullable=False, index=True),
+    sa.Column("transaction_at", sa.DateTime, nullable=False),
+    sa.Column("customer_id", sa.String, index=True),
+    sa.Column("is_void", sa.Boolean, nullable=False),
+    sa.Column("last_modified_at", sa.DateTime, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String, nullable=False, index=True),
+    sa.Column("staged_at", sa.DateTime, nullable=False),
+)
+
+staged_personas = sa.Table(
+    "staged_personas",
+    metadata,
+    sa.Column("customer_id", sa.String, primary_key=True),
+    sa.Column("business_date", sa.Date, nullable=False, index=True),
+    sa.Column("last_modified_at", sa.DateTime, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String, nullable=False, index=True),
+    sa.Column("staged_at", sa.DateTime, nullable=False),
+)
+
+staged_inventory = sa.Table(
+    "staged_inventory",
+    metadata,
+    sa.Column("product_id", sa.String, primary_key=True),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String, nullable=False, index=True),
+    sa.Column("staged_at", sa.DateTime, nullable=False),
+)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("entity", sa.String, nullable=False),
+    sa.Column("record_key", sa.String),
+    sa.Column("stage", sa.String, nullable=False),  # extract | payload | aiq
+    sa.Column("business_date", sa.Date, index=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("source_hash", sa.String(64)),
+    sa.Column("source", sa.Text),  # the POS row(s) as read, for the operator; stays in the sync database
+    sa.Column("run_id", sa.String, nullable=False),
+    sa.Column("quarantined_at", sa.DateTime, nullable=False),
+    sa.Index("quarantine_lookup", "entity", "stage", "business_date"),
+)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _naive_utc(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _json_default(value: Any) -> str:
+    return str(value)
+
+
+@dataclass
+class StageReport:
+    """What one extract staged for one window."""
+
+    entity: str
+    window_start: dt.datetime
+    window_end: dt.datetime
+    staged: int = 0
+    quarantined: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    example_keys: dict[str, list[str]] = field(default_factory=dict)
+    chunks: int = 0
+
+    @property
+    def extracted(self) -> int:
+        return self.staged + self.quarantined
+
+    @property
+    def quarantine_rate(self) -> float:
+        return self.quarantined / self.extracted if self.extracted else 0.0
+
+    def reject(self, key: Any, reason: str) -> None:
+        self.quarantined += 1
+        self.reasons[reason] += 1
+        examples = self.example_keys.setdefault(reason, [])
+        if len(examples) < 5:
+            examples.append(str(key))
+
+    def reasons_markdown(self, limit: int = 20) -> str:
+        """Quarantine reasons as a markdown table: reasons and POS keys only, never personal data."""
+        if not self.reasons:
+            return "No records quarantined."
+        lines = ["| reason | records | example keys |", "|---|---:|---|"]
+        for reason, count in self.reasons.most_common(limit):
+            keys = ", ".join(f"`{k}`" for k in self.example_keys.get(reason, []))
+            lines.append(f"| {reason.replace('|', '/')} | {count} | {keys} |")
+        if len(self.reasons) > limit:
+            lines.append(f"| … {len(self.reasons) - limit} more reasons | | |")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class WindowCheck:
+    """Counts behind the blocking checks of an extract."""
+
+    staged_by_run: int
+    outside_window: int
+
+
+class SyncStore:
+    """The pipeline's own database: staging and quarantine (the ledger lives beside them)."""
+
+    def __init__(self, database_url: str, timezone: str):
+        self.engine = engine_for(database_url)
+        self.tz = zoneinfo.ZoneInfo(timezone)
+        metadata.create_all(self.engine)
+
+    def business_date(self, moment: dt.datetime) -> dt.date:
+        """The store's local day of a UTC moment (naive values are UTC)."""
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(self.tz).date()
+
+    def _window_dates(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
+        return start.astimezone(self.tz).date(), end.astimezone(self.tz).date()
+
+    def _upsert(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        dialect = conn.dialect.name
+        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
+        if insert is None:
+            raise NotImplementedError(f"the sync database supports SQLite and PostgreSQL, not {dialect}")
+        stmt = insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        )
+        conn.execute(stmt, rows)
+
+    def _quarantine_rows(
+        self, entity: str, run_id: str, rejects: Sequence[tuple[Any, dt.date | None, str, Any]]
+    ) -> list[dict[str, Any]]:
+        now = _utcnow()
+        rows = []
+        for key, day, reason, source in rejects:
+            text = json.dumps(source, default=_json_default, sort_keys=True)
+            rows.append(
+                {
+                    "entity": entity,
+                    "record_key": None if key is None else str(key),
+                    "stage": "extract",
+                    "business_date": day,
+                    "reason": reason,
+                    "source_hash": _sha256(text),
+                    "source": text,
+                    "run_id": run_id,
+                    "quarantined_at": now,
+                }
+            )
+        return rows
+
+    def _raw_business_date(self, value: Any, fallback: dt.date) -> dt.date:
+        """Business day of a raw timestamp that may not parse (a quarantined row still belongs to a day)."""
+        if isinstance(value, dt.datetime):
+            return self.business_date(value)
+        if isinstance(value, str):
+            try:
+                return self.business_date(dt.datetime.fromisoformat(value))
+            except ValueError:
+                pass
+        return fallback
+
+    def _stage(
+        self,
+        *,
+        entity: str,
+        table: sa.Table,
+        groups: Iterator[RowGroup],
+        build: Callable[[list[Mapping[str, Any]]], Any],
+        to_row: Callable[[Any, str, dt.datetime], dict[str, Any]],
+        raw_moment_column: str | None,
+        start: dt.datetime,
+        end: dt.datetime,
+        run_id: str,
+        chunk_size: int,
+        on_chunk: Callable[[StageReport], None] | None,
+    ) -> StageReport:
+        report = StageReport(entity, start, end)
+        first_day, end_day = self._window_dates(start, end)
+        with self.engine.begin() as conn:
+            if raw_moment_column is None:
+                conn.execute(table.delete())
+                conn.execute(quarantine.delete().where(quarantine.c.entity == entity, quarantine.c.stage == "extract"))
+            else:
+                in_window = table.c.business_date.between(first_day, end_day - dt.timedelta(days=1))
+                conn.execute(table.delete().where(in_window))
+                conn.execute(
+                    quarantine.delete().where(
+                        quarantine.c.entity == entity,
+                        quarantine.c.stage == "extract",
+                        quarantine.c.business_date >= first_day,
+                        quarantine.c.business_date < end_day,
+                    )
+                )
+            for batch in chunked(groups, chunk_size):
+                now = _utcnow()
+                good: list[dict[str, Any]] = []
+                rejects: list[tuple[Any, dt.date | None, str, Any]] = []
+                for key, rows in batch:
+                    try:
+                        record = build(rows)
+                    except RecordRejected as exc:
+                        day = (
+                            None
+                            if raw_moment_column is None
+                            else self._raw_business_date(rows[0].get(raw_moment_column), first_day)
+                        )
+                        rejects.append((key, day, exc.reason, rows))
+                        report.reject(key, exc.reason)
+                        continue
+                    good.append(to_row(record, run_id, now))
+                self._upsert(conn, table, good)
+                if rejects:
+                    conn.execute(quarantine.insert(), self._quarantine_rows(entity, run_id, rejects))
+                report.staged += len(good)
+                report.chunks += 1
+                if on_chunk is not None:
+                    on_chunk(report)
+        return report
+
+    def stage_transactions(
+        self,
+        source: PosSource,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        run_id: str,
+        chunk_size: int = 5000,
+        on_chunk: Callable[[StageReport], None] | None = None,
+    ) -> StageReport:
+        """Replace the staged receipts of the business days in [start, end) with what the POS holds now."""
+
+        def to_row(tx: Transaction, run: str, now: dt.datetime) -> dict[str, Any]:
+            return {
+                "transaction_id": tx.transaction_id,
+                "business_date": self.business_date(tx.transaction_at),
+                "transaction_at": _naive_utc(tx.transaction_at),
+                "customer_id": tx.customer_id,
+                "is_void": tx.is_void,
+                "last_modified_at": _naive_utc(tx.last_modified_at),
+                "record": tx.model_dump_json(),
+                "content_hash": tx.content_hash(),
+                "run_id": run,
+                "staged_at": now,
+            }
+
+        return self._stage(
+            entity="transaction",
+            table=staged_transactions,
+            groups=source.transactions(start, end),
+            build=build_transaction,
+            to_row=to_row,
+            raw_moment_column="transaction_at",
+            start=start,
+            end=end,
+            run_id=run_id,
+            chunk_size=chunk_size,
+            on_chunk=on_chunk,
+        )
+
+    def stage_personas(
+        self,
+        source: PosSource,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        run_id: str,
+        chunk_size: int = 5000,
+        on_chunk: Callable[[StageReport], None] | None = None,
+    ) -> StageReport:
+        """Replace the staged personas created or modified on the business days in [start, end)."""
+
+        def to_row(persona: Persona, run: str, now: dt.datetime) -> dict[str, Any]:
+            return {
+                "customer_id": persona.customer_id,
+                "business_date": self.business_date(persona.last_modified_at),
+                "last_modified_at": _naive_utc(persona.last_modified_at),
+                "record": persona.model_dump_json(),
+                "content_hash": persona.content_hash(),
+                "run_id": run,
+                "staged_at": now,
+            }
+
+        return self._stage(
+            entity="persona",
+            table=staged_personas,
+            groups=source.personas(start, end),
+            build=lambda rows: build_persona(rows[0]) if len(rows) == 1 else _duplicate("customer_id"),
+            to_row=to_row,
+            raw_moment_column="last_modified_at",
+            start=start,
+            end=end,
+            run_id=run_id,
+            chunk_size=chunk_size,
+            on_chunk=on_chunk,
+        )
+
+    def stage_inventory(
+        self,
+        source: PosSource,
+        *,
+        run_id: str,
+        chunk_size: int = 5000,
+        on_chunk: Callable[[StageReport], None] | None = None,
+    ) -> StageReport:
+        """Replace the staged inventory snapshot with the POS's current stock."""
+        now = dt.datetime.now(dt.UTC)
+
+        def to_row(item: InventoryItem, run: str, staged_at: dt.datetime) -> dict[str, Any]:
+            return {
+                "product_id": item.product_id,
+                "record": item.model_dump_json(),
+                "content_hash": item.content_hash(),
+                "run_id": run,
+                "staged_at": staged_at,
+            }
+
+        return self._stage(
+            entity="inventory",
+            table=staged_inventory,
+            groups=source.inventory(),
+            build=build_inventory_item,
+            to_row=to_row,
+            raw_moment_column=None,
+            start=now,
+            end=now,
+            run_id=run_id,
+            chunk_size=chunk_size,
+            on_chunk=on_chunk,
+        )
+
+    def window_check(self, table: sa.Table, start: dt.datetime, end: dt.datetime, run_id: str) -> WindowCheck:
+        """How many rows this run staged, and how many of them fall outside the window's business days."""
+        first_day, end_day = self._window_dates(start, end)
+        by_run = table.c.run_id == run_id
+        with self.engine.connect() as conn:
+            staged = conn.scalar(sa.select(sa.func.count()).select_from(table).where(by_run))
+            outside = 0
+            if "business_date" in table.c:
+                outside = conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(table)
+                    .where(by_run, sa.or_(table.c.business_date < first_day, table.c.business_date >= end_day))
+                )
+        return WindowCheck(staged_by_run=staged or 0, outside_window=outside or 0)
+
+    def quarantined(self, entity: str, stage: str | None = None) -> list[dict[str, Any]]:
+        """Quarantined records of an entity, newest first (for tests and operators)."""
+        query = sa.select(quarantine).where(quarantine.c.entity == entity).order_by(quarantine.c.id.desc())
+        if stage is not None:
+            query = query.where(quarantine.c.stage == stage)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def staged_records(self, table: sa.Table, model: type, where: Iterable[Any] = ()) -> Iterator[Any]:
+        """Staged records as canonical models, streamed."""
+        query = sa.select(table.c.record).where(*where).order_by(*table.primary_key.columns)
+        with self.engine.connect() as conn:
+            for (record,) in conn.execution_options(stream_results=True, yield_per=1000).execute(query):
+                yield model.model_validate_json(record)
+
+
+def _duplicate(column: str) -> Any:
+    raise RecordRejected(f"duplicate {column} in the POS query result")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
