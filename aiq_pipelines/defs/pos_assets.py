@@ -116,9 +116,9 @@ def pos_transactions(context: dg.AssetExecutionContext, pos: PosDatabase, sync: 
     start, end = _window(context)
     store = sync.store()
     report = store.stage_transactions(
-        pos.source(), start, end, run_id=context.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
+        pos.source(), start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
-    return _extract_result(report, store, staged_transactions, context.run_id, windowed=True)
+    return _extract_result(report, store, staged_transactions, context.run.run_id, windowed=True)
 
 
 @dg.asset(
@@ -137,9 +137,9 @@ def pos_personas(context: dg.AssetExecutionContext, pos: PosDatabase, sync: Sync
     start, end = _window(context)
     store = sync.store()
     report = store.stage_personas(
-        pos.source(), start, end, run_id=context.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
+        pos.source(), start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
-    return _extract_result(report, store, staged_personas, context.run_id, windowed=True)
+    return _extract_result(report, store, staged_personas, context.run.run_id, windowed=True)
 
 
 @dg.asset(group_name="pos", kinds={"sql", "python"}, check_specs=_check_specs("pos_inventory", windowed=False))
@@ -150,6 +150,6 @@ def pos_inventory(context: dg.AssetExecutionContext, pos: PosDatabase, sync: Syn
     """
     store = sync.store()
     report = store.stage_inventory(
-        pos.source(), run_id=context.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
+        pos.source(), run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
-    return _extract_result(report, store, staged_inventory, context.run_id, windowed=False)
+    return _extract_result(report, store, staged_inventory, context.run.run_id, windowed=False)

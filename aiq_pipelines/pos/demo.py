@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 import random
 import zoneinfo
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -124,14 +125,17 @@ def create_reference_schema(engine: sa.Engine, *, replace: bool = False) -> None
             conn.exec_driver_sql(statement)
 
 
-def _phone_as_typed(rng: random.Random) -> str | None:
+BAD_PHONES = ["1234567890", "0000000000", "555-1234", "5555555555", "n/a", "", "303-555-01", "+44 20 7946 0958",
+              "9999999999", "111-111-1111"]
+
+
+def _phone_as_typed(rng: random.Random, bad_phones: Iterator[str]) -> str | None:
     """A phone number the way people type it at the counter, sometimes wrong on purpose."""
     roll = rng.random()
     if roll < 0.05:
         return None
     if roll < 0.09:
-        return rng.choice(["1234567890", "0000000000", "5555555555", "555-1234", "n/a", "", "303-555-01",
-                           "+44 20 7946 0958", "9999999999", "111-111-1111"])
+        return next(bad_phones)  # in turn, so even a small demo has each kind of bad number
     area = rng.choice(AREA_CODES)
     exchange = str(rng.randint(201, 989))
     if exchange[1:] == "11" or exchange == "555":
@@ -236,7 +240,7 @@ def generate(
                                          "last_modified_at": now_utc - dt.timedelta(minutes=rng.randint(1, 600))})
 
         expected_sales = options.days * options.stores * (options.min_sales + options.max_sales) // 2
-        customers = _customers(rng, max(50, expected_sales // 12), period_start, now_utc)
+        customers = _customers(rng, max(100, expected_sales // 12), period_start, now_utc)
         for customer in customers:
             writer.add("customers", customer)
         created = [c["created_at"] for c in customers]
@@ -313,6 +317,7 @@ def _customers(rng: random.Random, count: int, period_start: dt.datetime, now: d
         for _ in range(count)
     )
     customers = []
+    bad_phones = itertools.cycle(BAD_PHONES)
     for n, created in enumerate(created_times, start=1):
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         modified = created
@@ -324,7 +329,7 @@ def _customers(rng: random.Random, count: int, period_start: dt.datetime, now: d
             "customer_id": f"C{n:07d}",
             "customer_type": rng.choices(["Recreational", "Medical", "Online"], weights=[80, 15, 5])[0],
             "first_name": first, "last_name": last, "email": _email(rng, first, last, n),
-            "phone": _phone_as_typed(rng),
+            "phone": _phone_as_typed(rng, bad_phones),
             "birthday": None if rng.random() < 0.1 else (now - dt.timedelta(days=age_days)).date(),
             "gender": rng.choice(["F", "M", "X", None]),
             "address1": f"{rng.randint(100, 9999)} {rng.choice(STREETS)}" if rng.random() < 0.7 else None,

@@ -1,0 +1,155 @@
+"""The extract assets as Dagster runs them: partitions, single-run ranges, metadata and blocking checks."""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import zoneinfo
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from aiq_pipelines.definitions import defs
+from aiq_pipelines.defs.partitions import daily_partitions
+from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
+from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.pos.source import TRANSACTIONS_SQL
+from aiq_pipelines.sync.staging import staged_transactions
+
+
+def resources(pos_url: str, sync_url: str) -> dict:
+    return {"pos": PosDatabase(url=pos_url, chunk_size=500), "sync": SyncDatabase(url=sync_url, timezone="America/Denver")}
+
+
+def pos_receipts_in_local_day(pos_url: str, day: str) -> list[str]:
+    w = daily_partitions.time_window_for_partition_key(day)
+    bounds = [f"{t.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}" for t in (w.start, w.end)]
+    with sa.create_engine(pos_url).connect() as conn:
+        return sorted(conn.scalars(sa.text(
+            "SELECT transaction_id FROM transactions WHERE transaction_at >= :s AND transaction_at < :e"),
+            {"s": bounds[0], "e": bounds[1]}))
+
+
+def staged(sync_url: str) -> dict[str, dt.date]:
+    with sa.create_engine(sync_url).connect() as conn:
+        return {k: v for k, v in conn.execute(sa.select(staged_transactions.c.transaction_id, staged_transactions.c.business_date))}
+
+
+def test_definitions_load_with_descriptions_groups_and_kinds():
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    for key in ["pos_transactions", "pos_personas", "pos_inventory"]:
+        node = graph.get(dg.AssetKey(key))
+        assert node.group_name == "pos"
+        assert node.description and len(node.description) > 40
+        assert {"sql", "python"} <= set(node.kinds)
+    assert graph.get(dg.AssetKey("pos_transactions")).partitions_def == daily_partitions
+    assert graph.get(dg.AssetKey("pos_inventory")).partitions_def is None
+    today = dt.datetime.now(zoneinfo.ZoneInfo("America/Denver")).date()
+    assert daily_partitions.get_last_partition_key() == today.isoformat(), "today is a partition (end_offset=1)"
+
+
+def test_a_demo_day_stages_exactly_that_local_days_receipts(demo_pos_url, sync_url):
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([pos_transactions], resources=resources(demo_pos_url, sync_url),
+                                partition_key="2026-03-09", instance=instance)
+    assert result.success
+    expected = pos_receipts_in_local_day(demo_pos_url, "2026-03-09")
+    assert sorted(staged(sync_url)) == expected and len(expected) > 40
+    assert set(staged(sync_url).values()) == {dt.date(2026, 3, 9)}
+    [materialization] = result.asset_materializations_for_node("pos_transactions")
+    metadata = materialization.metadata
+    assert metadata["dagster/row_count"].value == len(expected)
+    assert metadata["quarantined"].value == 0
+    assert metadata["window_start"].value == "2026-03-09T00:00:00-06:00"
+    assert metadata["window_end"].value == "2026-03-10T00:00:00-06:00"
+    assert metadata["quarantine_reasons"].value == "No records quarantined."
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"unique_keys": True, "within_window": True, "quarantine_rate": True}
+
+
+def test_a_partition_range_is_one_run(demo_pos_url, sync_url):
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [pos_transactions, pos_personas], resources=resources(demo_pos_url, sync_url), instance=instance,
+            tags={"dagster/asset_partition_range_start": "2026-03-04", "dagster/asset_partition_range_end": "2026-03-10"},
+        )
+        assert result.success
+        assert len(instance.get_runs()) == 1
+    days = [f"2026-03-{d:02d}" for d in range(4, 11)]
+    assert sorted(staged(sync_url)) == sorted(t for d in days for t in pos_receipts_in_local_day(demo_pos_url, d))
+
+
+def test_inventory_snapshot_replaces_the_previous_one(demo_pos_url, sync_url):
+    with dg.instance_for_test() as instance:
+        first = dg.materialize([pos_inventory], resources=resources(demo_pos_url, sync_url), instance=instance)
+        second = dg.materialize([pos_inventory], resources=resources(demo_pos_url, sync_url), instance=instance)
+    counts = [r.asset_materializations_for_node("pos_inventory")[0].metadata["dagster/row_count"].value
+              for r in (first, second)]
+    with sa.create_engine(sync_url).connect() as conn:
+        rows = conn.exec_driver_sql("SELECT COUNT(*) FROM staged_inventory").scalar()
+    assert counts == [60, 60] and rows == 60
+
+
+@dg.asset(deps=[pos_transactions], partitions_def=daily_partitions, backfill_policy=dg.BackfillPolicy.single_run())
+def downstream_push() -> None:
+    """Stands for the push assets: it must not run when a blocking check of the extract fails."""
+
+
+def test_quarantine_rate_check_fails_and_blocks_downstream(pos, sync_url):
+    at = dt.datetime(2026, 6, 10, 18)
+    pos.add_sale("good", at)
+    for n in range(3):
+        pos.add_sale(f"bad-{n}", at, total_adjustment="2.00")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([pos_transactions, downstream_push], resources=resources(pos.url, sync_url),
+                                partition_key="2026-06-10", instance=instance, raise_on_error=False)
+    assert not result.success
+    evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["quarantine_rate"]
+    assert not evaluation.passed
+    assert "3 of 4 records quarantined (75.0%)" in evaluation.description
+    assert evaluation.metadata["quarantined"].value == 3
+    assert not result.asset_materializations_for_node("downstream_push"), "the blocking check stops the push"
+    [materialization] = result.asset_materializations_for_node("pos_transactions")
+    table = materialization.metadata["quarantine_reasons"].value
+    assert "| lines do not reconcile" in table and "| 3 |" in table
+
+
+def test_window_check_catches_a_query_that_ignores_the_window(tmp_path, pos, sync_url):
+    pos.add_sale("in-day", dt.datetime(2026, 6, 10, 18))
+    pos.add_sale("next-week", dt.datetime(2026, 6, 17, 18))
+    queries = tmp_path / "q.yaml"
+    sql = TRANSACTIONS_SQL.replace(
+        "WHERE t.transaction_at >= :window_start AND t.transaction_at < :window_end",
+        "WHERE :window_start IS NOT NULL AND :window_end IS NOT NULL")
+    queries.write_text("transactions: |\n" + "".join(f"  {line}\n" for line in sql.splitlines()))
+    res = {"pos": PosDatabase(url=pos.url, queries_file=str(queries)), "sync": SyncDatabase(url=sync_url, timezone="America/Denver")}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([pos_transactions], resources=res, partition_key="2026-06-10", instance=instance,
+                                raise_on_error=False)
+    evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["within_window"]
+    assert not evaluation.passed and evaluation.metadata["outside_window"].value == 1
+    assert "must filter on :window_start/:window_end" in evaluation.description
+
+
+@pytest.mark.slow
+def test_cli_materializes_a_month_in_one_run(tmp_path):
+    pos_url = f"sqlite:///{tmp_path / 'pos.db'}"
+    sync_url = f"sqlite:///{tmp_path / 'sync.db'}"
+    subprocess.run([sys.executable, "-m", "aiq_pipelines.cli", "demo-data", "--database-url", pos_url, "--days", "31",
+                    "--stores", "1", "--min-sales", "5", "--max-sales", "10", "--end-date", "2026-05-31"], check=True,
+                   capture_output=True)
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "POS_DATABASE_URL": pos_url, "SYNC_DATABASE_URL": sync_url, "DAGSTER_HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "-m", "aiq_pipelines.definitions",
+         "--select", "pos_transactions", "--partition-range", "2026-05-01...2026-05-31"],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("RUN_SUCCESS") == 1 or result.stdout.count("RUN_SUCCESS") == 1
+    with sa.create_engine(pos_url).connect() as conn:
+        total = conn.exec_driver_sql("SELECT COUNT(*) FROM transactions").scalar()
+    assert len(staged(sync_url)) == total
+    assert {d.month for d in staged(sync_url).values()} == {5}

@@ -1,0 +1,241 @@
+"""Extract and staging: business days, DST, quarantine, chunked reads, idempotent re-runs, custom queries."""
+
+import datetime as dt
+import json
+import zoneinfo
+
+import pytest
+import sqlalchemy as sa
+
+from aiq_pipelines.defs.partitions import business_days
+from aiq_pipelines.pos.source import PosQueryError, PosSource
+from aiq_pipelines.settings import load_settings
+from aiq_pipelines.sync.staging import SyncStore, staged_personas, staged_transactions
+
+DENVER = zoneinfo.ZoneInfo("America/Denver")
+
+
+def local(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=DENVER).astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def window(day: str) -> tuple[dt.datetime, dt.datetime]:
+    """The time window Dagster hands the asset for a partition key."""
+    partitions = business_days(load_settings(pos_timezone="America/Denver", pos_start_date="2025-01-01"))
+    w = partitions.time_window_for_partition_key(day)
+    return w.start, w.end
+
+
+def staged_ids(store: SyncStore, day: str | None = None) -> list[str]:
+    query = sa.select(staged_transactions.c.transaction_id)
+    if day:
+        query = query.where(staged_transactions.c.business_date == dt.date.fromisoformat(day))
+    with store.engine.connect() as conn:
+        return sorted(conn.scalars(query))
+
+
+def test_sale_late_in_the_evening_lands_in_its_local_day(pos, sync_url):
+    pos.add_sale("late", local(2026, 6, 10, 23, 30))  # 05:30 UTC on June 11
+    pos.add_sale("early", local(2026, 6, 11, 0, 0, 0))  # exactly local midnight belongs to the new day
+    pos.add_sale("before-midnight", local(2026, 6, 10, 23, 59, 59))
+    store = SyncStore(sync_url, "America/Denver")
+    source = PosSource(pos.url)
+
+    store.stage_transactions(source, *window("2026-06-10"), run_id="r1")
+    store.stage_transactions(source, *window("2026-06-11"), run_id="r2")
+
+    assert staged_ids(store, "2026-06-10") == ["before-midnight", "late"]
+    assert staged_ids(store, "2026-06-11") == ["early"]
+
+
+@pytest.mark.parametrize("days", [("2026-03-07", "2026-03-08", "2026-03-09"), ("2026-10-31", "2026-11-01", "2026-11-02")])
+def test_dst_changes_put_every_sale_in_exactly_one_partition(pos, sync_url, days):
+    first = dt.datetime.fromisoformat(days[0]).replace(tzinfo=DENVER)
+    end = (dt.datetime.fromisoformat(days[-1]) + dt.timedelta(days=1)).replace(tzinfo=DENVER)
+    moment, n = first.astimezone(dt.UTC), 0
+    while moment < end.astimezone(dt.UTC):  # a sale every 10 minutes of real (UTC) time, across the change
+        pos.add_sale(f"S{n:04d}", moment.replace(tzinfo=None))
+        moment += dt.timedelta(minutes=10)
+        n += 1
+    store = SyncStore(sync_url, "America/Denver")
+    source = PosSource(pos.url)
+
+    seen: list[str] = []
+    for day in days:
+        report = store.stage_transactions(source, *window(day), run_id=f"run-{day}")
+        ids = staged_ids(store, day)
+        assert report.staged == len(ids)
+        seen += ids
+        hours = {"2026-03-08": 23, "2026-11-01": 25}.get(day, 24)
+        assert len(ids) == hours * 6, f"{day} should hold {hours} hours of sales"
+    assert sorted(seen) == [f"S{i:04d}" for i in range(n)], "every sale in exactly one partition"
+
+
+def test_malformed_rows_are_quarantined_with_reason_and_the_rest_staged(pos, sync_url):
+    at = local(2026, 6, 10, 12)
+    pos.add_customer("C1", phone="(303) 555-0142", email="ada@example.com")
+    pos.add_sale("good-1", at, customer_id="C1")
+    pos.add_sale("good-2", at + dt.timedelta(minutes=1))
+    pos.add_sale("no-customer", at, customer_id="C-GONE")
+    pos.add_sale("no-store", at, location_id="STORE-99")
+    pos.add_sale("unknown-product", at, [("P404", "1", "10.00")])
+    pos.add_sale("off-by-a-dollar", at, total_adjustment="1.00")
+    pos.add_sale("bad-number", at)
+    pos.execute("UPDATE transactions SET tax_total = 'abc' WHERE transaction_id = 'bad-number'")
+    pos.add_sale("no-lines", at, [])
+    store = SyncStore(sync_url, "America/Denver")
+
+    report = store.stage_transactions(PosSource(pos.url), *window("2026-06-10"), run_id="r1")
+
+    assert staged_ids(store) == ["good-1", "good-2"]
+    assert (report.staged, report.quarantined) == (2, 6)
+    reasons = {row["record_key"]: row["reason"] for row in store.quarantined("transaction")}
+    assert "customer missing" in reasons["no-customer"]
+    assert "store missing" in reasons["no-store"]
+    assert "unknown product" in reasons["unknown-product"]
+    assert "do not reconcile" in reasons["off-by-a-dollar"]
+    assert reasons["bad-number"].startswith("invalid value: tax_total")
+    assert "without lines" in reasons["no-lines"]
+    assert all(row["business_date"] == dt.date(2026, 6, 10) for row in store.quarantined("transaction"))
+    table = report.reasons_markdown()
+    assert "| reason | records | example keys |" in table and "`off-by-a-dollar`" in table
+
+
+def test_persona_reasons_carry_no_personal_data(pos, sync_url):
+    pos.add_customer("C1", modified=local(2026, 6, 10, 9), phone="3035550142", email="ada@example.com",
+                     birthday="1850-02-30")
+    pos.add_customer("C2", modified=local(2026, 6, 10, 9), phone="3035550143", email="bob@example.com")
+    store = SyncStore(sync_url, "America/Denver")
+
+    report = store.stage_personas(PosSource(pos.url), *window("2026-06-10"), run_id="r1")
+
+    assert (report.staged, report.quarantined) == (1, 1)
+    [row] = store.quarantined("persona")
+    assert row["record_key"] == "C1" and row["reason"].startswith("invalid value: birthday")
+    shown = row["reason"] + report.reasons_markdown()
+    for personal in ("3035550142", "ada@example.com", "1850"):
+        assert personal not in shown
+    assert "ada@example.com" in row["source"], "the raw row is kept in the sync database for the operator"
+
+
+def test_rerun_replaces_the_window_and_a_fixed_row_leaves_quarantine(pos, sync_url):
+    at = local(2026, 6, 10, 12)
+    pos.add_sale("A", at)
+    pos.add_sale("B", at, total_adjustment="5.00")
+    store = SyncStore(sync_url, "America/Denver")
+    source = PosSource(pos.url)
+    store.stage_transactions(source, *window("2026-06-10"), run_id="r1")
+    assert staged_ids(store) == ["A"] and len(store.quarantined("transaction")) == 1
+
+    pos.execute("UPDATE transactions SET total = total - 5 WHERE transaction_id = 'B'")
+    pos.execute("DELETE FROM transaction_items WHERE transaction_id = 'A'")
+    pos.execute("DELETE FROM transactions WHERE transaction_id = 'A'")
+    report = store.stage_transactions(source, *window("2026-06-10"), run_id="r2")
+
+    assert staged_ids(store) == ["B"], "the window's staging is replaced, deleted receipts go"
+    assert store.quarantined("transaction") == [] and report.quarantined == 0
+    with store.engine.connect() as conn:
+        record = json.loads(conn.scalar(sa.select(staged_transactions.c.record)))
+    assert record["transaction_id"] == "B" and len(record["lines"]) == 1
+
+
+def test_extract_reads_its_window_in_chunks(pos, sync_url):
+    for n in range(230):
+        pos.add_sale(f"T{n:04d}", local(2026, 6, 10, 8) + dt.timedelta(minutes=n), [("P1", "1", "45.00"), ("P2", "2", "18.00")])
+    source = PosSource(pos.url, chunk_size=40)
+    options: list[dict] = []
+    sa.event.listen(source.engine, "before_cursor_execute",
+                    lambda conn, cursor, stmt, params, context, many: options.append(dict(context.execution_options)))
+    store = SyncStore(sync_url, "America/Denver")
+    sizes: list[int] = []
+
+    report = store.stage_transactions(source, *window("2026-06-10"), run_id="r1", chunk_size=50,
+                                      on_chunk=lambda r: sizes.append(r.staged))
+
+    assert report.staged == 230 and report.chunks == 5
+    assert sizes == [50, 100, 150, 200, 230], "records are written as they stream, 50 at a time"
+    pos_reads = [o for o in options if "yield_per" in o]
+    assert pos_reads and all(o["yield_per"] == 40 and o["stream_results"] for o in pos_reads)
+
+
+def test_personas_are_those_modified_in_the_window(pos, sync_url):
+    pos.add_customer("OLD", modified=local(2026, 6, 9, 23, 59))
+    pos.add_customer("NEW", modified=local(2026, 6, 10, 0, 1))
+    pos.add_customer("EDITED", modified=local(2026, 6, 10, 22, 0))
+    store = SyncStore(sync_url, "America/Denver")
+
+    report = store.stage_personas(PosSource(pos.url), *window("2026-06-10"), run_id="r1")
+
+    with store.engine.connect() as conn:
+        assert sorted(conn.scalars(sa.select(staged_personas.c.customer_id))) == ["EDITED", "NEW"]
+    assert report.staged == 2
+
+
+def test_custom_queries_read_a_pos_with_another_schema(tmp_path, sync_url):
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE sales (id TEXT, shop TEXT, sold_at TEXT, amount REAL, changed TEXT)")
+        conn.exec_driver_sql("CREATE TABLE sale_lines (sale_id TEXT, n INT, item TEXT, qty REAL, price REAL)")
+        conn.exec_driver_sql("INSERT INTO sales VALUES ('X1', 'Main St', '2026-06-10 18:00:00', 10.0, '2026-06-10 18:00:00')")
+        conn.exec_driver_sql("INSERT INTO sale_lines VALUES ('X1', 1, 'Gummies', 2, 5.0)")
+    queries = tmp_path / "queries.yaml"
+    queries.write_text(
+        "transactions: |\n"
+        "  SELECT s.id AS transaction_id, 'S1' AS location_id, s.shop AS location_name, 1 AS location_exists,\n"
+        "         NULL AS customer_id, 0 AS customer_exists, s.sold_at AS transaction_at, s.amount AS subtotal,\n"
+        "         s.amount AS total, s.changed AS last_modified_at, l.n AS line_line_number,\n"
+        "         l.item AS line_product_id, 1 AS line_product_exists, l.item AS line_sku, l.item AS line_name,\n"
+        "         l.qty AS line_quantity, l.price AS line_unit_price\n"
+        "  FROM sales s JOIN sale_lines l ON l.sale_id = s.id\n"
+        "  WHERE s.sold_at >= :window_start AND s.sold_at < :window_end\n"
+        "  ORDER BY s.id, l.n\n"
+    )
+    store = SyncStore(sync_url, "America/Denver")
+
+    report = store.stage_transactions(PosSource(url, queries_file=queries), *window("2026-06-10"), run_id="r1")
+
+    assert (report.staged, report.quarantined) == (1, 0)
+    assert staged_ids(store, "2026-06-10") == ["X1"]
+
+
+def test_custom_queries_are_checked(tmp_path, pos, sync_url):
+    unwindowed = tmp_path / "unwindowed.yaml"
+    unwindowed.write_text("personas: SELECT * FROM customers\n")
+    with pytest.raises(PosQueryError, match=":window_start and :window_end"):
+        PosSource(pos.url, queries_file=unwindowed)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("orders: SELECT 1\n")
+    with pytest.raises(PosQueryError, match="unknown entities \\['orders'\\]"):
+        PosSource(pos.url, queries_file=unknown)
+    narrow = tmp_path / "narrow.yaml"
+    narrow.write_text("personas: SELECT customer_id FROM customers WHERE :window_start < :window_end\n")
+    store = SyncStore(sync_url, "America/Denver")
+    with pytest.raises(PosQueryError, match="does not return the columns \\['created_at', 'last_modified_at'\\]"):
+        store.stage_personas(PosSource(pos.url, queries_file=narrow), *window("2026-06-10"), run_id="r1")
+
+
+def test_unreadable_pos_fails_with_a_clear_error_and_keeps_staging(tmp_path, pos, sync_url):
+    pos.add_sale("A", local(2026, 6, 10, 12))
+    store = SyncStore(sync_url, "America/Denver")
+    store.stage_transactions(PosSource(pos.url), *window("2026-06-10"), run_id="r1")
+    pos.execute("ALTER TABLE transactions RENAME TO transactions_gone")
+
+    with pytest.raises(PosQueryError, match="cannot read transactions from the POS database.*no such table"):
+        store.stage_transactions(PosSource(pos.url), *window("2026-06-10"), run_id="r2")
+    assert staged_ids(store) == ["A"], "a failed extract leaves the previous staging in place"
+
+
+def test_demo_pos_stages_without_quarantine(demo_pos_url, sync_url):
+    store = SyncStore(sync_url, "America/Denver")
+    engine = sa.create_engine(demo_pos_url)
+    start, end = window("2026-03-08")
+    with engine.connect() as conn:
+        expected = sorted(conn.scalars(sa.text(
+            "SELECT transaction_id FROM transactions WHERE transaction_at >= :s AND transaction_at < :e"),
+            {"s": f"{start.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}", "e": f"{end.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"}))
+
+    report = store.stage_transactions(PosSource(demo_pos_url), start, end, run_id="r1")
+
+    assert report.quarantined == 0
+    assert staged_ids(store, "2026-03-08") == expected and len(expected) > 40
