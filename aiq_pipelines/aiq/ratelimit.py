@@ -1,0 +1,153 @@
+"""AIQ's account-wide rate limits, shared by every process and run through a table in the sync database.
+
+AIQ counts requests per account over sliding windows of one second, one minute and one hour. Each
+``acquire()`` takes a database lock, counts the account's recent sends per window, and either records a new
+send or sleeps until the oldest blocking send leaves its window. A send is counted for its window plus
+``margin_seconds``, so jitter between our clock and AIQ's arrival time cannot make AIQ see one request too many.
+
+The only dialect-specific statement is the lock: SQLite ``BEGIN IMMEDIATE`` (one writer per database file),
+PostgreSQL ``pg_advisory_xact_lock`` on a key derived from the account (released at commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+SEND_LOG = sa.Table(
+    "aiq_rate_limit_sends",
+    sa.MetaData(),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account", sa.String(512), nullable=False),
+    sa.Column("sent_at", sa.Float, nullable=False),
+    sa.Index("ix_aiq_rate_limit_sends_account_sent_at", "account", "sent_at"),
+)
+
+STANDARD_WINDOWS = (1.0, 60.0, 3600.0)
+
+
+@dataclass(frozen=True)
+class _Window:
+    seconds: float
+    limit: int
+
+
+def _advisory_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class AccountRateLimiter:
+    """Blocks until a request may be sent without exceeding the account's per-second, -minute and -hour limits.
+
+    ``database_url`` is a SQLAlchemy URL (SQLite or PostgreSQL); ``account`` names the budget, conventionally
+    ``f"{base_url}|{uid}"``. ``window_seconds`` exists so tests can shorten the minute and hour windows.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        account: str,
+        per_second: int,
+        per_minute: int,
+        per_hour: int,
+        margin_seconds: float = 0.1,
+        *,
+        window_seconds: Sequence[float] = STANDARD_WINDOWS,
+    ) -> None:
+        limits = (per_second, per_minute, per_hour)
+        if any(limit < 1 for limit in limits):
+            raise ValueError("rate limits must be at least 1 request per window (AIQ_REQUESTS_PER_SECOND/MINUTE/HOUR)")
+        if len(window_seconds) != 3 or any(w <= 0 for w in window_seconds) or margin_seconds < 0:
+            raise ValueError("window_seconds needs three positive lengths and margin_seconds must not be negative")
+        self.account = account
+        self.margin_seconds = margin_seconds
+        self._windows = tuple(_Window(w, n) for w, n in zip(window_seconds, limits, strict=True))
+        self._horizon = max(w.seconds for w in self._windows) + margin_seconds
+        self._engine = self._make_engine(database_url)
+        with self._engine.begin() as conn:
+            self._lock(conn, SEND_LOG.name)  # PostgreSQL's CREATE ... IF NOT EXISTS is not safe against a race
+            conn.execute(sa.schema.CreateTable(SEND_LOG, if_not_exists=True))
+            for index in SEND_LOG.indexes:
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+
+    @staticmethod
+    def _make_engine(database_url: str) -> sa.Engine:
+        url = sa.make_url(database_url)
+        if url.get_backend_name() == "sqlite":
+            if url.database and url.database != ":memory:":
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+            @sa.event.listens_for(engine, "connect")
+            def _manual_transactions(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+                # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of pysqlite's deferred BEGIN.
+                dbapi_connection.isolation_level = None
+
+            @sa.event.listens_for(engine, "begin")
+            def _begin_immediate(conn):  # type: ignore[no-untyped-def]
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+            return engine
+        if url.get_backend_name() == "postgresql":
+            return sa.create_engine(url, pool_pre_ping=True)
+        raise ValueError(
+            f"the AIQ rate limiter supports SQLite and PostgreSQL, not {url.get_backend_name()!r}: "
+            "check SYNC_DATABASE_URL"
+        )
+
+    @staticmethod
+    def _lock(conn: sa.Connection, name: str) -> None:
+        """Serialize on ``name`` until the transaction ends (SQLite's BEGIN IMMEDIATE already did)."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_advisory_key(name))))
+
+    def _wait_needed(self, conn: sa.Connection, now: float) -> float:
+        """Seconds until every window has room for one more send (0 when it may go now)."""
+        wait = 0.0
+        for window in self._windows:
+            span = window.seconds + self.margin_seconds
+            recent = (
+                sa.select(SEND_LOG.c.sent_at)
+                .where(SEND_LOG.c.account == self.account, SEND_LOG.c.sent_at > now - span)
+                .order_by(SEND_LOG.c.sent_at.desc())
+            )
+            # The send that must leave the window is the limit-th most recent one.
+            blocking = conn.execute(recent.offset(window.limit - 1).limit(1)).scalar()
+            if blocking is not None:
+                wait = max(wait, blocking + span - now)
+        return wait
+
+    def acquire(self) -> float:
+        """Block until a request may be sent, record it as sent now, and return the seconds spent waiting."""
+        started = time.monotonic()
+        while True:
+            with self._engine.begin() as conn:
+                self._lock(conn, self.account)
+                now = time.time()
+                expired = SEND_LOG.c.sent_at < now - self._horizon
+                conn.execute(sa.delete(SEND_LOG).where(SEND_LOG.c.account == self.account, expired))
+                wait = self._wait_needed(conn, now)
+                if wait <= 0:
+                    conn.execute(sa.insert(SEND_LOG).values(account=self.account, sent_at=now))
+                    return time.monotonic() - started
+            # Waiting outside the transaction lets other processes record their sends meanwhile.
+            time.sleep(wait)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> AccountRateLimiter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        limits = ", ".join(f"{w.limit}/{w.seconds:g}s" for w in self._windows)
+        return f"AccountRateLimiter(account={self.account!r}, {limits})"

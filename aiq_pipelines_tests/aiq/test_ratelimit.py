@@ -1,0 +1,125 @@
+"""The account-wide rate limiter holds its limits within a process and across real OS processes.
+
+Minute and hour windows are shortened through ``window_seconds`` so no test waits real minutes; the one-second
+window is always real, and the sandbox enforces the real per-second limit as a referee.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from aiq_pipelines.aiq.client import AiqClient
+from aiq_pipelines.aiq.payloads import Visit, VisitLine
+from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
+from aiq_pipelines_tests.sandbox_support import run_sandbox
+
+
+def most_in_any_window(times: list[float], seconds: float) -> int:
+    """The largest number of ``times`` inside any half-open interval of length ``seconds``."""
+    times = sorted(times)
+    return max((sum(1 for t in times[i:] if t - start < seconds) for i, start in enumerate(times)), default=0)
+
+
+def test_all_three_windows_hold_in_one_process(tmp_path: Path) -> None:
+    windows = (0.3, 1.0, 2.0)
+    limiter = AccountRateLimiter(
+        f"sqlite:///{tmp_path / 'sync.db'}", "acct", 2, 4, 6, margin_seconds=0.05, window_seconds=windows
+    )
+    sent, waited = [], []
+    with limiter:
+        for _ in range(9):
+            waited.append(limiter.acquire())
+            sent.append(time.time())
+    for seconds, limit in zip(windows, (2, 4, 6), strict=True):
+        assert most_in_any_window(sent, seconds) <= limit
+    assert sent[6] - sent[0] >= 2.0  # the 7th send had to wait for the "hour" window
+    assert waited[0] < 0.5 and max(waited) > 0.2
+
+
+def test_accounts_have_separate_budgets(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sync.db'}"
+    with AccountRateLimiter(url, "a", 1, 10, 10) as a, AccountRateLimiter(url, "b", 1, 10, 10) as b:
+        a.acquire()
+        assert b.acquire() < 0.5  # a's send does not count against b
+        assert a.acquire() >= 0.9  # but a's second send waits out a's one-second window
+
+
+def test_the_database_folder_is_created(tmp_path: Path) -> None:
+    with AccountRateLimiter(f"sqlite:///{tmp_path / 'new' / 'sync.db'}", "a", 1, 1, 1) as limiter:
+        limiter.acquire()
+    assert (tmp_path / "new" / "sync.db").is_file()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"database_url": "mysql://host/db"}, "SYNC_DATABASE_URL"),
+        ({"per_second": 0}, "AIQ_REQUESTS_PER_SECOND"),
+        ({"window_seconds": (1.0, 60.0)}, "window_seconds"),
+    ],
+)
+def test_bad_configuration_fails_clearly(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+    options: dict[str, object] = dict(
+        database_url=f"sqlite:///{tmp_path / 'sync.db'}", account="a", per_second=1, per_minute=1, per_hour=1
+    )
+    options.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        AccountRateLimiter(**options)  # type: ignore[arg-type]
+
+
+PER_SECOND, PER_MINUTE, SHORT_MINUTE = 5, 20, 6.0
+
+
+def _send_sales(base_url: str, api_key: str, uid: str, database_url: str, worker: int, count: int, start) -> None:  # type: ignore[no-untyped-def]
+    """One OS process of the cross-process test: its own limiter and client on the shared database."""
+    limiter = AccountRateLimiter(
+        database_url, f"{base_url}|{uid}", PER_SECOND, PER_MINUTE, 10_000, window_seconds=(1.0, SHORT_MINUTE, 3600.0)
+    )
+    client = AiqClient(
+        base_url, api_key, uid, limiter, batch_size_sales=1, batch_size_members=1, batch_size_inventory=1,
+        timeout=10, max_attempts=1, max_retry_seconds=30,
+    )
+    start.wait(30)
+    with limiter, client:
+        for n in range(count):
+            client.upsert_sale(
+                Visit(
+                    pos_id=f"W{worker}-{n}", transaction_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                    transaction_total=Decimal(1), location="Store",
+                    visit_details_attributes=(VisitLine(sku="s", price=Decimal(1), quantity=Decimal(1)),),
+                )
+            )
+
+
+def test_two_processes_share_the_account_budget(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'sync.db'}"
+    # The sandbox referees the real one-second limit; the (shortened) minute is checked from its arrival log.
+    with run_sandbox(tmp_path / "sandbox.db", per_second=PER_SECOND, per_minute=10_000, per_hour=100_000) as sandbox:
+        spawn = multiprocessing.get_context("spawn")
+        start = spawn.Event()
+        workers = [
+            spawn.Process(
+                target=_send_sales,
+                args=(sandbox.base_url, sandbox.api_key, sandbox.uid, database_url, worker, 15, start),
+            )
+            for worker in (1, 2)
+        ]
+        for process in workers:
+            process.start()
+        start.set()
+        for process in workers:
+            process.join(timeout=120)
+        assert [p.exitcode for p in workers] == [0, 0]
+        log = [r for r in sandbox.requests() if r["path"].startswith("/api/")]
+    assert len(log) == 30 and all(r["status"] == 200 and r["fault"] is None for r in log)
+    assert {key.split("-")[0] for r in log for key in r["keys"]} == {"W1", "W2"}
+    arrivals = [r["received_at"] for r in log]
+    assert most_in_any_window(arrivals, 1.0) <= PER_SECOND
+    assert most_in_any_window(arrivals, SHORT_MINUTE) <= PER_MINUTE
+    assert max(arrivals) - min(arrivals) >= SHORT_MINUTE  # the "minute" limit really held some sends back

@@ -1,0 +1,116 @@
+"""AiqResource: defaults from settings, a working client, and an API key that never shows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from aiq_pipelines.aiq.client import AiqError
+from aiq_pipelines.aiq.payloads import Member, Visit, VisitLine
+from aiq_pipelines.aiq.resource import AiqResource
+from aiq_pipelines.settings import get_settings
+from aiq_pipelines_tests.sandbox_support import Sandbox
+
+LITERAL_KEY = "literal-key-that-must-not-show-3f9a"
+
+
+def resource_for(sandbox: Sandbox, tmp_path: Path, **changes: object) -> AiqResource:
+    fields: dict[str, object] = dict(
+        api_key=sandbox.api_key, base_url=sandbox.base_url, uid=sandbox.uid,
+        rate_limit_database_url=f"sqlite:///{tmp_path / 'sync.db'}",
+    )
+    fields.update(changes)
+    return AiqResource(**fields)
+
+
+def test_the_key_is_absent_from_repr_str_and_dumps() -> None:
+    resource = AiqResource(api_key=LITERAL_KEY, base_url="http://127.0.0.1:1", uid="acct")
+    assert resource.api_key == LITERAL_KEY
+    for text in (repr(resource), str(resource), str(resource.model_dump()), resource.model_dump_json(), f"{resource!r}"):
+        assert LITERAL_KEY not in text
+    assert "acct" in repr(resource)
+
+
+def test_fields_default_to_the_settings() -> None:
+    resource = AiqResource(api_key=LITERAL_KEY)
+    settings = get_settings()
+    assert (resource.base_url, resource.uid, resource.rate_limit_database_url) == (
+        settings.aiq_base_url, settings.aiq_uid, settings.sync_database_url,
+    )
+    assert (resource.requests_per_second, resource.requests_per_minute, resource.requests_per_hour) == (
+        settings.aiq_requests_per_second, settings.aiq_requests_per_minute, settings.aiq_requests_per_hour,
+    )
+    assert (resource.batch_size_sales, resource.batch_size_members, resource.batch_size_inventory) == (
+        settings.aiq_batch_size_sales, settings.aiq_batch_size_members, settings.aiq_batch_size_inventory,
+    )
+    assert (resource.timeout_seconds, resource.max_attempts, resource.max_retry_seconds) == (
+        settings.aiq_timeout_seconds, settings.aiq_max_attempts, settings.aiq_max_retry_seconds,
+    )
+
+
+def test_open_client_talks_to_aiq_and_keeps_the_budget_in_the_sync_database(sandbox: Sandbox, tmp_path: Path) -> None:
+    resource = resource_for(sandbox, tmp_path)
+    with resource.open_client() as client:
+        ack = client.upsert_member(Member(pos_user="C-1"))
+        assert client.stats.requests == 1
+    assert sandbox.state()["members"][0]["contactID"] == ack.contact_id
+    engine = sa.create_engine(resource.rate_limit_database_url)
+    with engine.connect() as conn:
+        accounts = conn.execute(sa.text("SELECT account FROM aiq_rate_limit_sends")).scalars().all()
+    engine.dispose()
+    assert accounts == [f"{sandbox.base_url}|{sandbox.uid}"]
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_key_fails_naming_the_variable(tmp_path: Path, key: str) -> None:
+    resource = AiqResource(
+        api_key=key, base_url="http://127.0.0.1:1", uid="acct", rate_limit_database_url=f"sqlite:///{tmp_path / 's.db'}"
+    )
+    with pytest.raises(AiqError, match="AIQ_API_KEY"), resource.open_client():
+        pass
+
+
+@dg.asset
+def pushed_sale(aiq: AiqResource) -> dg.MaterializeResult:
+    """A one-sale push, the way the pipeline's assets use the resource."""
+    with aiq.open_client() as client:
+        outcomes = list(
+            client.send_sales(
+                [(
+                    "R-1",
+                    Visit(
+                        pos_id="R-1", transaction_date=dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+                        transaction_total=Decimal("5"), location="Store",
+                        visit_details_attributes=(VisitLine(sku="s", price=Decimal("5"), quantity=Decimal("1")),),
+                    ),
+                )]
+            )
+        )
+        stats = client.stats
+    return dg.MaterializeResult(metadata={"sent": len(outcomes[0].accepted), "requests": stats.requests})
+
+
+def test_materializes_with_the_key_from_the_environment(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIQ_API_KEY", sandbox.api_key)
+    resource = resource_for(sandbox, tmp_path, api_key=dg.EnvVar("AIQ_API_KEY"))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([pushed_sale], resources={"aiq": resource}, instance=instance)
+        assert result.success
+        logs = [str(entry) for entry in instance.all_logs(result.run_id)]
+    assert [s["pos_id"] for s in sandbox.state()["sales"]] == ["R-1"]
+    assert logs and not any(sandbox.api_key in entry for entry in logs)
+
+
+def test_an_unset_key_variable_is_named(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIQ_API_KEY", raising=False)
+    resource = resource_for(sandbox, tmp_path, api_key=dg.EnvVar("AIQ_API_KEY"))
+    with pytest.raises(dg.DagsterInvalidConfigError, match="AIQ_API_KEY"):
+        dg.materialize([pushed_sale], resources={"aiq": resource})
+    assert sandbox.state()["sales"] == []
