@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         0.05, ge=0, le=1, description="Share of a window's records that may be quarantined before the blocking check fails."
     )
 
+    quarantine_min_records: int = Field(
+        10, ge=0, description="The quarantine-rate check fails only once at least this many records are quarantined, "
+        "so one bad sale on a quiet day never holds the day back.",
+    )
+
     aiq_base_url: str = Field(DEFAULT_AIQ_BASE_URL, description="AIQ API base URL; the local sandbox by default.")
     aiq_uid: str = Field("sandbox", min_length=1, description="AIQ account id (the :uid in every path).")
     aiq_requests_per_second: int = Field(5, ge=1)

@@ -51,6 +51,14 @@ WHERE last_modified_at >= :window_start AND last_modified_at < :window_end
 ORDER BY customer_id
 """
 
+PERSONAS_BY_ID_SQL = """
+SELECT customer_id, customer_type, first_name, last_name, email, phone, birthday, gender,
+       address1, address2, city, state, zip, is_loyalty_member, created_at, last_modified_at
+FROM customers
+WHERE customer_id IN :customer_ids
+ORDER BY customer_id
+"""
+
 INVENTORY_SQL = """
 SELECT p.product_id, p.sku, p.name, p.brand, p.category, p.parent_category, p.strain, p.species, p.grade,
        p.size, p.barcode, p.thc_percent, p.cbd_percent, p.unit_cost, p.unit_price, p.msrp, p.tax_rate,
@@ -62,6 +70,23 @@ FROM products p
 LEFT JOIN inventory s ON s.product_id = p.product_id
 LEFT JOIN locations l ON l.location_id = s.location_id
 ORDER BY p.product_id, s.location_id
+"""
+
+# What the change sensor reads: rows modified in [:since, :until), grouped by the UTC hour of their business time
+# (a sale's transaction_at, a customer's last_modified_at) so a burst of edits returns one row per hour, not per record.
+# A group spanning at most an hour touches at most two local days, and both only when its first and last rows do.
+CHANGES_SQL = """
+SELECT MIN(transaction_at) AS first_business_at, MAX(transaction_at) AS last_business_at,
+       MAX(last_modified_at) AS last_modified_at, COUNT(*) AS changed_rows
+FROM transactions
+WHERE last_modified_at >= :since AND last_modified_at < :until
+GROUP BY SUBSTR(CAST(transaction_at AS TEXT), 1, 13)
+UNION ALL
+SELECT MIN(last_modified_at), MAX(last_modified_at), MAX(last_modified_at), COUNT(*)
+FROM customers
+WHERE last_modified_at >= :since AND last_modified_at < :until
+GROUP BY SUBSTR(CAST(last_modified_at AS TEXT), 1, 13)
+ORDER BY first_business_at
 """
 
 
@@ -95,12 +120,26 @@ QUERIES: dict[str, EntityQuery] = {
         required_columns=frozenset({"customer_id", "created_at", "last_modified_at"}),
         windowed=True,
     ),
+    "personas_by_id": EntityQuery(
+        "personas_by_id",
+        PERSONAS_BY_ID_SQL,
+        key="customer_id",
+        required_columns=frozenset({"customer_id", "created_at", "last_modified_at"}),
+        windowed=False,
+    ),
     "inventory": EntityQuery(
         "inventory",
         INVENTORY_SQL,
         key="product_id",
         required_columns=frozenset({"product_id", "sku", "name", "unit_price", "created_at", "last_modified_at",
                                     "stock_location_id", "stock_location_name", "stock_quantity"}),
+        windowed=False,
+    ),
+    "changes": EntityQuery(
+        "changes",
+        CHANGES_SQL,
+        key="first_business_at",
+        required_columns=frozenset({"first_business_at", "last_business_at", "last_modified_at", "changed_rows"}),
         windowed=False,
     ),
 }
@@ -130,6 +169,13 @@ def load_queries(path: Path | None) -> dict[str, EntityQuery]:
         default = QUERIES[entity]
         if not isinstance(sql, str) or not sql.strip():
             raise PosQueryError(f"POS_QUERIES_FILE {path}: {entity} must be a SELECT statement")
+        if entity == "personas_by_id" and ":customer_ids" not in sql:
+            raise PosQueryError(f"POS_QUERIES_FILE {path}: the personas_by_id query must filter on IN :customer_ids")
+        if entity == "changes" and not (":since" in sql and ":until" in sql):
+            raise PosQueryError(
+                f"POS_QUERIES_FILE {path}: the changes query must filter last_modified_at on :since and :until "
+                "(UTC timestamps, since inclusive, until exclusive)"
+            )
         if default.windowed and not (":window_start" in sql and ":window_end" in sql):
             raise PosQueryError(
                 f"POS_QUERIES_FILE {path}: the {entity} query must filter on :window_start and :window_end "
@@ -140,6 +186,25 @@ def load_queries(path: Path | None) -> dict[str, EntityQuery]:
 
 
 RowGroup = tuple[Any, list[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class PosChange:
+    """POS rows modified in a window whose business timestamps lie within one hour (aware UTC datetimes)."""
+
+    first_business_at: dt.datetime
+    last_business_at: dt.datetime
+    last_modified_at: dt.datetime
+    rows: int
+
+
+def _utc(column: str, value: Any) -> dt.datetime:
+    """A timestamp as the POS returns it (text on SQLite, a datetime on PostgreSQL), as an aware UTC datetime."""
+    try:
+        moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+        return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    except (AttributeError, TypeError, ValueError):
+        raise PosQueryError(f"the POS changes query returned a {column} that is not a timestamp") from None
 
 
 class PosSource:
@@ -163,8 +228,11 @@ class PosSource:
         query = self.queries[entity]
         try:
             with self.engine.connect() as conn:
+                statement = sa.text(query.sql)
+                if "customer_ids" in params:
+                    statement = statement.bindparams(sa.bindparam("customer_ids", expanding=True))
                 result = conn.execution_options(stream_results=True, yield_per=self.chunk_size).execute(
-                    sa.text(query.sql), dict(params)
+                    statement, dict(params)
                 )
                 missing = query.required_columns - set(result.keys())
                 if missing:
@@ -189,9 +257,35 @@ class PosSource:
         """Customers created or modified in [start, end)."""
         return self._stream("personas", self._window_params(start, end))
 
+    def personas_by_id(self, customer_ids: Sequence[str]) -> Iterator[RowGroup]:
+        """The customers with these ids, however long ago they were modified (sales need their persona first)."""
+        return self._stream("personas_by_id", {"customer_ids": list(customer_ids)})
+
     def inventory(self) -> Iterator[RowGroup]:
         """Every product with one row per store that stocks it."""
         return self._stream("inventory", {})
+
+    def changes(self, since: dt.datetime, until: dt.datetime) -> list[PosChange]:
+        """Transactions and customers whose ``last_modified_at`` lies in [since, until), grouped by business hour."""
+        params = {"since": self._timestamp_param(since), "until": self._timestamp_param(until)}
+        return [
+            PosChange(
+                first_business_at=_utc("first_business_at", row["first_business_at"]),
+                last_business_at=_utc("last_business_at", row["last_business_at"]),
+                last_modified_at=_utc("last_modified_at", row["last_modified_at"]),
+                rows=int(row["changed_rows"]),
+            )
+            for _, rows in self._stream("changes", params)
+            for row in rows
+        ]
+
+    def _timestamp_param(self, moment: dt.datetime) -> Any:
+        utc = moment.astimezone(dt.UTC).replace(tzinfo=None)
+        if self.engine.dialect.name == "sqlite":
+            # SQLite compares text. A fraction only when there is one orders a start-inclusive, end-exclusive bound
+            # correctly against values stored with a fraction (".000000" included) and without one.
+            return f"{utc:%Y-%m-%d %H:%M:%S.%f}" if utc.microsecond else f"{utc:%Y-%m-%d %H:%M:%S}"
+        return utc
 
 
 def chunked(groups: Iterator[RowGroup], size: int) -> Iterator[Sequence[RowGroup]]:

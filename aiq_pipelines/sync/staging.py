@@ -87,6 +87,21 @@ quarantine = sa.Table(
 )
 
 
+def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, or update them where their primary key exists (SQLite and PostgreSQL)."""
+    if not rows:
+        return
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(conn.dialect.name)
+    if insert is None:
+        raise NotImplementedError(f"the sync database supports SQLite and PostgreSQL, not {conn.dialect.name}")
+    stmt = insert(table)
+    keys = [c.name for c in table.primary_key.columns]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    )
+    conn.execute(stmt, rows)
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
@@ -99,26 +114,13 @@ def _json_default(value: Any) -> str:
     return str(value)
 
 
-@dataclass
-class StageReport:
-    """What one extract staged for one window."""
+@dataclass(kw_only=True)
+class QuarantineTally:
+    """Quarantined records of a run by reason, with a few example keys: what the UI shows, no personal data."""
 
-    entity: str
-    window_start: dt.datetime
-    window_end: dt.datetime
-    staged: int = 0
     quarantined: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     example_keys: dict[str, list[str]] = field(default_factory=dict)
-    chunks: int = 0
-
-    @property
-    def extracted(self) -> int:
-        return self.staged + self.quarantined
-
-    @property
-    def quarantine_rate(self) -> float:
-        return self.quarantined / self.extracted if self.extracted else 0.0
 
     def reject(self, key: Any, reason: str) -> None:
         self.quarantined += 1
@@ -138,6 +140,25 @@ class StageReport:
         if len(self.reasons) > limit:
             lines.append(f"| … {len(self.reasons) - limit} more reasons | | |")
         return "\n".join(lines)
+
+
+@dataclass(kw_only=True)
+class StageReport(QuarantineTally):
+    """What one extract staged for one window."""
+
+    entity: str
+    window_start: dt.datetime
+    window_end: dt.datetime
+    staged: int = 0
+    chunks: int = 0
+
+    @property
+    def extracted(self) -> int:
+        return self.staged + self.quarantined
+
+    @property
+    def quarantine_rate(self) -> float:
+        return self.quarantined / self.extracted if self.extracted else 0.0
 
 
 @dataclass(frozen=True)
@@ -164,20 +185,6 @@ class SyncStore:
 
     def _window_dates(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
         return start.astimezone(self.tz).date(), end.astimezone(self.tz).date()
-
-    def _upsert(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        dialect = conn.dialect.name
-        insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
-        if insert is None:
-            raise NotImplementedError(f"the sync database supports SQLite and PostgreSQL, not {dialect}")
-        stmt = insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-        )
-        conn.execute(stmt, rows)
 
     def _quarantine_rows(
         self, entity: str, run_id: str, rejects: Sequence[tuple[Any, dt.date | None, str, Any]]
@@ -227,7 +234,7 @@ class SyncStore:
         chunk_size: int,
         on_chunk: Callable[[StageReport], None] | None,
     ) -> StageReport:
-        report = StageReport(entity, start, end)
+        report = StageReport(entity=entity, window_start=start, window_end=end)
         first_day, end_day = self._window_dates(start, end)
         with self.engine.begin() as conn:
             if raw_moment_column is None:
@@ -261,7 +268,7 @@ class SyncStore:
                         report.reject(key, exc.reason)
                         continue
                     good.append(to_row(record, run_id, now))
-                self._upsert(conn, table, good)
+                upsert(conn, table, good)
                 if rejects:
                     conn.execute(quarantine.insert(), self._quarantine_rows(entity, run_id, rejects))
                 report.staged += len(good)

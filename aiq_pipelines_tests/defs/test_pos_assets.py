@@ -100,20 +100,33 @@ def downstream_push() -> None:
 def test_quarantine_rate_check_fails_and_blocks_downstream(pos, sync_url):
     at = dt.datetime(2026, 6, 10, 18)
     pos.add_sale("good", at)
-    for n in range(3):
-        pos.add_sale(f"bad-{n}", at, total_adjustment="2.00")
+    for n in range(12):
+        pos.add_sale(f"bad-{n:02d}", at, total_adjustment="2.00")
     with dg.instance_for_test() as instance:
         result = dg.materialize([pos_transactions, downstream_push], resources=resources(pos.url, sync_url),
                                 partition_key="2026-06-10", instance=instance, raise_on_error=False)
     assert not result.success
     evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["quarantine_rate"]
     assert not evaluation.passed
-    assert "3 of 4 records quarantined (75.0%)" in evaluation.description
-    assert evaluation.metadata["quarantined"].value == 3
+    assert "12 of 13 records quarantined (92.3%)" in evaluation.description
+    assert evaluation.metadata["quarantined"].value == 12
     assert not result.asset_materializations_for_node("downstream_push"), "the blocking check stops the push"
     [materialization] = result.asset_materializations_for_node("pos_transactions")
     table = materialization.metadata["quarantine_reasons"].value
-    assert "| lines do not reconcile" in table and "| 3 |" in table
+    assert "| lines do not reconcile" in table and "| 12 |" in table
+
+
+def test_a_few_bad_sales_on_a_quiet_day_do_not_hold_it_back(pos, sync_url):
+    at = dt.datetime(2026, 6, 10, 18)
+    pos.add_sale("good", at)
+    for n in range(9):
+        pos.add_sale(f"bad-{n}", at, total_adjustment="2.00")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([pos_transactions, downstream_push], resources=resources(pos.url, sync_url),
+                                partition_key="2026-06-10", instance=instance)
+    assert result.success and result.asset_materializations_for_node("downstream_push")
+    evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["quarantine_rate"]
+    assert evaluation.passed and evaluation.metadata["quarantined"].value == 9
 
 
 def test_window_check_catches_a_query_that_ignores_the_window(tmp_path, pos, sync_url):

@@ -1,0 +1,166 @@
+"""Push assets (group ``aiq``): send what changed in the staged POS records to AIQ, and prove it arrived."""
+
+import datetime as dt
+from typing import Any
+
+import dagster as dg
+
+from aiq_pipelines.aiq.resource import AiqResource
+from aiq_pipelines.defs.partitions import daily_partitions
+from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
+from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.sync.push import Pusher, PushReport
+
+CHECK_DELIVERED = "delivered"
+CHECK_QUARANTINE_GROWTH = "quarantine_not_growing"
+AIQ_POOL = "aiq_api"
+# The change sensor syncs the day within minutes and the nightly reconciliation re-syncs yesterday: a push asset
+# older than this has stopped syncing.
+SALES_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26), warn_window=dt.timedelta(hours=2))
+INVENTORY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=6), warn_window=dt.timedelta(hours=2))
+
+
+def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            CHECK_DELIVERED, asset=asset, blocking=True,
+            description="Every staged record is in AIQ as staged (per the ledger), quarantined, or a void never sent.",
+        ),
+        dg.AssetCheckSpec(
+            CHECK_QUARANTINE_GROWTH, asset=asset,
+            description="Warns when this run left more records of the entity in quarantine than there were before it.",
+        ),
+    ]
+
+
+def _push_result(
+    aiq: AiqResource, pusher: Pusher, report: PushReport, stats, quarantine_before: int, undelivered: int,
+    extra: dict[str, Any] | None = None,
+) -> dg.MaterializeResult:
+    quarantine_after = pusher.quarantine_count(report.entity)
+    balanced = report.accounted == report.staged
+    delivered = balanced and undelivered == 0
+    metadata: dict[str, Any] = {
+        "dagster/row_count": report.staged,
+        "extracted": report.staged,
+        "sent": report.sent,
+        "unchanged": report.unchanged,
+        "quarantined": report.quarantined,
+        "aiq_requests": stats.requests,
+        "aiq_retries": stats.retries,
+        "aiq_429s": stats.throttled,
+        "aiq_bytes_sent": stats.bytes_sent,
+        "aiq_account": aiq.uid,
+        "quarantine_reasons": dg.MetadataValue.md(report.reasons_markdown()),
+        **(extra or {}),
+    }
+    checks = [
+        dg.AssetCheckResult(
+            check_name=CHECK_DELIVERED,
+            passed=delivered,
+            metadata={"staged": report.staged, "sent": report.sent, "unchanged": report.unchanged,
+                      "voided_unsent": report.voided_unsent, "quarantined": report.quarantined,
+                      "undelivered": undelivered},
+            description=None if delivered else (
+                f"sent {report.sent} + unchanged {report.unchanged} + voided unsent {report.voided_unsent} + "
+                f"quarantined {report.quarantined} = {report.accounted}, staged {report.staged}; "
+                f"{undelivered} staged records are neither in the ledger as staged nor quarantined. Re-run the partition."
+            ),
+        ),
+        dg.AssetCheckResult(
+            check_name=CHECK_QUARANTINE_GROWTH,
+            passed=quarantine_after <= quarantine_before,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"quarantine_before": quarantine_before, "quarantine_after": quarantine_after},
+            description=None if quarantine_after <= quarantine_before else (
+                f"{quarantine_after - quarantine_before} more {report.entity} records in quarantine than before this "
+                "run: see the reasons table and fix them at the source."
+            ),
+        ),
+    ]
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime]:
+    window = context.partition_time_window
+    return window.start, window.end
+
+
+@dg.asset(
+    group_name="aiq",
+    kinds={"api", "python"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=AIQ_POOL,
+    deps=[pos_personas],
+    freshness_policy=SALES_FRESHNESS,
+    check_specs=_check_specs("aiq_personas"),
+)
+def aiq_personas(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> dg.MaterializeResult:
+    """Personas created or modified on each business day, upserted into AIQ (createUpdateMembers).
+
+    Only personas whose payload changed since AIQ last acknowledged them are sent. A changed phone or email of a
+    persona AIQ already has goes through AIQ's override call on its contactID, as AIQ's guide asks. Invalid and
+    placeholder phones and invalid emails are left out (and counted), never sent.
+    """
+    start, end = _window(context)
+    with aiq.open_client() as client:
+        pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
+        before = pusher.quarantine_count("persona")
+        report = pusher.push_personas(start, end)
+        stats = client.stats
+    extra = {"overrides": report.overrides, **{f"left_out_{k}": v for k, v in sorted(report.member_issues.items())}}
+    return _push_result(aiq, pusher, report, stats, before, pusher.undelivered("persona", start, end), extra)
+
+
+@dg.asset(
+    group_name="aiq",
+    kinds={"api", "python"},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=AIQ_POOL,
+    deps=[pos_transactions, aiq_personas],
+    freshness_policy=SALES_FRESHNESS,
+    check_specs=_check_specs("aiq_sales"),
+)
+def aiq_sales(
+    context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase, aiq: AiqResource
+) -> dg.MaterializeResult:
+    """Sales of each business day with their line items, upserted into AIQ (createUpdateSales).
+
+    Each sale's persona reaches AIQ before the sale: customers the ledger lacks are read from the POS and sent first,
+    however long ago they were modified. Returns are their own sales with negative quantities; a sale voided before
+    it was sent is never sent, and one voided after is re-sent with a zero total and zero quantities so it stops
+    counting. Only sales whose payload changed since AIQ acknowledged them are sent.
+    """
+    start, end = _window(context)
+    with aiq.open_client() as client:
+        pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
+        before = pusher.quarantine_count("transaction")
+        report, personas = pusher.push_sales(start, end, pos.source())
+        stats = client.stats
+    extra = {"voided_unsent": report.voided_unsent, "personas_sent_first": personas.sent,
+             "personas_quarantined": personas.quarantined}
+    return _push_result(aiq, pusher, report, stats, before, pusher.undelivered("transaction", start, end), extra)
+
+
+@dg.asset(
+    group_name="aiq",
+    kinds={"api", "python"},
+    pool=AIQ_POOL,
+    deps=[pos_inventory],
+    freshness_policy=INVENTORY_FRESHNESS,
+    check_specs=_check_specs("aiq_inventory"),
+)
+def aiq_inventory(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> dg.MaterializeResult:
+    """The inventory snapshot in AIQ (createUpdateInventory, at most 100 products a call).
+
+    One item per product: quantity is its stock across the account's stores; per-store stock, unit cost and margin
+    travel as customAttr entries. Only products whose payload changed since AIQ acknowledged them are sent.
+    """
+    with aiq.open_client() as client:
+        pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
+        before = pusher.quarantine_count("inventory")
+        report = pusher.push_inventory()
+        stats = client.stats
+    return _push_result(aiq, pusher, report, stats, before, pusher.undelivered("inventory"))

@@ -1,0 +1,113 @@
+"""The ledger: what AIQ has acknowledged, per account, entity and key.
+
+A row is written only after AIQ acknowledged the batch that carried the record, in a transaction of its own, so a
+crash, a kill or an outage leaves the ledger true: at worst AIQ holds a record the ledger doesn't know about yet, and
+the next run re-sends it (AIQ's upserts are keyed, so that is harmless). ``payload_hash`` is what AIQ holds;
+``source_hash`` is the staged record it came from, so the ``delivered`` check can prove a window is in AIQ.
+For personas it also keeps AIQ's ``contactID``/``srcID`` and the phone and email last sent, which the override call
+and the ``piis`` search need (the sync database is the one place personal data is kept besides the POS).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from aiq_pipelines.sync.staging import metadata, upsert
+
+aiq_ledger = sa.Table(
+    "aiq_ledger",
+    metadata,
+    sa.Column("account", sa.String, primary_key=True),
+    sa.Column("entity", sa.String, primary_key=True),  # sale | persona | inventory
+    sa.Column("record_key", sa.String, primary_key=True),
+    sa.Column("payload_hash", sa.String(64), nullable=False),
+    sa.Column("source_hash", sa.String(64), nullable=False),
+    sa.Column("profile_hash", sa.String(64)),  # personas: the payload without phone and email
+    sa.Column("sent_phone", sa.String),
+    sa.Column("sent_email", sa.String),
+    sa.Column("contact_id", sa.String),
+    sa.Column("src_id", sa.String),
+    sa.Column("acked_at", sa.DateTime, nullable=False),
+    sa.Column("run_id", sa.String, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    record_key: str
+    payload_hash: str
+    source_hash: str
+    profile_hash: str | None = None
+    sent_phone: str | None = None
+    sent_email: str | None = None
+    contact_id: str | None = None
+    src_id: str | None = None
+
+    def __repr__(self) -> str:  # no phone or email in logs or tracebacks
+        return f"LedgerEntry({self.record_key!r}, contact_id={self.contact_id!r})"
+
+
+class Ledger:
+    """Reads and writes the ledger of one AIQ account."""
+
+    def __init__(self, engine: sa.Engine, account: str):
+        self.engine = engine
+        self.account = account
+        metadata.create_all(engine, tables=[aiq_ledger])
+
+    def entries(self, entity: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
+        keys = list(set(keys))
+        found: dict[str, LedgerEntry] = {}
+        if not keys:
+            return found
+        columns = [aiq_ledger.c[name] for name in LedgerEntry.__dataclass_fields__]
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 500):
+                query = sa.select(*columns).where(
+                    aiq_ledger.c.account == self.account,
+                    aiq_ledger.c.entity == entity,
+                    aiq_ledger.c.record_key.in_(keys[start : start + 500]),
+                )
+                for row in conn.execute(query).mappings():
+                    found[row["record_key"]] = LedgerEntry(**row)
+        return found
+
+    def acknowledge(self, conn: sa.Connection, entity: str, entries: Sequence[LedgerEntry], run_id: str) -> None:
+        """Record entries AIQ acknowledged (call inside the transaction that also clears their quarantine)."""
+        if not entries:
+            return
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        rows: list[dict[str, Any]] = [
+            {**entry.__dict__, "account": self.account, "entity": entity, "acked_at": now, "run_id": run_id}
+            for entry in entries
+        ]
+        upsert(conn, aiq_ledger, rows)
+
+    def refresh_source_hashes(self, entity: str, changes: Sequence[tuple[str, str]]) -> None:
+        """Point unchanged payloads at the staged record they now come from (no request to AIQ involved)."""
+        if not changes:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                aiq_ledger.update()
+                .where(
+                    aiq_ledger.c.account == self.account,
+                    aiq_ledger.c.entity == entity,
+                    aiq_ledger.c.record_key == sa.bindparam("key"),
+                )
+                .values(source_hash=sa.bindparam("hash")),
+                [{"key": key, "hash": source_hash} for key, source_hash in changes],
+            )
+
+    def count(self, entity: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.scalar(
+                sa.select(sa.func.count()).select_from(aiq_ledger).where(
+                    aiq_ledger.c.account == self.account, aiq_ledger.c.entity == entity
+                )
+            ) or 0

@@ -1,0 +1,430 @@
+"""Sending what changed to AIQ: staged records → payloads → diff against the ledger → batches → ledger.
+
+One ``Pusher`` serves one run and one AIQ account. Records are read from staging in chunks; each record's payload is
+hashed and compared with the ledger, so an unchanged record costs no request. Batches go through the client's bulk
+senders, and each acknowledged batch is written to the ledger in a transaction of its own before the next is sent.
+A sale's persona is always acknowledged by AIQ before the sale is sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from aiq_pipelines.aiq import mapping
+from aiq_pipelines.aiq.client import AiqClient, AiqContactNotFoundError, AiqRefusedError, redact_personal_data
+from aiq_pipelines.aiq.payloads import AiqPayload, Member
+from aiq_pipelines.pos.records import InventoryItem, Persona, RecordRejected, Transaction, build_persona
+from aiq_pipelines.pos.source import PosSource, chunked
+from aiq_pipelines.sync.ledger import Ledger, LedgerEntry, aiq_ledger
+from aiq_pipelines.sync.staging import (
+    QuarantineTally,
+    SyncStore,
+    quarantine,
+    staged_inventory,
+    staged_personas,
+    staged_transactions,
+)
+
+PUSH_CHUNK = 500
+PUSH_STAGES = ("payload", "aiq")
+WAITING_FOR_PERSONA = "waiting for its persona: the customer is quarantined or was refused by AIQ"
+
+logger = logging.getLogger(__name__)
+
+
+def payload_hash(payload: AiqPayload | dict[str, Any]) -> str:
+    body = payload.to_json() if isinstance(payload, AiqPayload) else payload
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def profile_hash(member: Member) -> str:
+    """A persona's payload without the fields that only the override call may change."""
+    body = {k: v for k, v in member.to_json().items() if k not in ("phone_number", "email")}
+    return payload_hash(body)
+
+
+@dataclass(kw_only=True)
+class PushReport(QuarantineTally):
+    """What one push did with the records in its scope: every one is sent, unchanged, voided or quarantined."""
+
+    entity: str
+    staged: int = 0
+    sent: int = 0
+    unchanged: int = 0
+    voided_unsent: int = 0
+    overrides: int = 0
+    personas_sent_first: int = 0
+    member_issues: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def accounted(self) -> int:
+        return self.sent + self.unchanged + self.voided_unsent + self.quarantined
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """A staged record on its way to AIQ, with what the ledger needs to remember it."""
+
+    key: str
+    source_hash: str
+    business_date: dt.date | None
+    entry: LedgerEntry | None = None
+
+
+class Pusher:
+    """Pushes staged records of one window (or the inventory snapshot) to one AIQ account."""
+
+    def __init__(self, store: SyncStore, client: AiqClient, account: str, run_id: str, log: logging.Logger | None = None):
+        self.store = store
+        self.client = client
+        self.ledger = Ledger(store.engine, account)
+        self.run_id = run_id
+        self.log = log or logger
+
+    # -- quarantine of push stages -------------------------------------------------------------------------
+
+    def _refused(self, entity: str, keys: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """Records AIQ refused: key -> (hash of the refused payload, reason)."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        query = sa.select(quarantine.c.record_key, quarantine.c.source_hash, quarantine.c.reason).where(
+            quarantine.c.entity == entity, quarantine.c.stage == "aiq", quarantine.c.record_key.in_(keys)
+        )
+        with self.store.engine.connect() as conn:
+            return {key: (digest, reason) for key, digest, reason in conn.execute(query)}
+
+    def _settle(
+        self,
+        entity: str,
+        *,
+        acked: Sequence[LedgerEntry] = (),
+        cleared: Iterable[str] = (),
+        quarantined: Sequence[tuple[_Staged, str, str, str | None]] = (),
+    ) -> None:
+        """One transaction: ledger rows for what AIQ acknowledged, quarantine rows replaced for the keys involved."""
+        keys = {e.record_key for e in acked} | set(cleared) | {s.key for s, *_ in quarantined}
+        if not keys:
+            return
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        with self.store.engine.begin() as conn:
+            self.ledger.acknowledge(conn, entity, acked, self.run_id)
+            conn.execute(
+                quarantine.delete().where(
+                    quarantine.c.entity == entity, quarantine.c.stage.in_(PUSH_STAGES), quarantine.c.record_key.in_(keys)
+                )
+            )
+            if quarantined:
+                conn.execute(
+                    quarantine.insert(),
+                    [
+                        {"entity": entity, "record_key": staged.key, "stage": stage, "business_date": staged.business_date,
+                         "reason": reason, "source_hash": digest, "source": None, "run_id": self.run_id,
+                         "quarantined_at": now}
+                        for staged, stage, reason, digest in quarantined
+                    ],
+                )
+
+    def quarantine_count(self, entity: str) -> int:
+        with self.store.engine.connect() as conn:
+            return conn.scalar(sa.select(sa.func.count()).select_from(quarantine).where(quarantine.c.entity == entity)) or 0
+
+    # -- personas -------------------------------------------------------------------------------------------
+
+    def _find_contact(self, key: str, entry: LedgerEntry) -> str | None:
+        """AIQ's contactID for a persona whose id we did not keep: search by the phone, then the email, last sent."""
+        for term in (entry.sent_phone, entry.sent_email):
+            if not term:
+                continue
+            matches = self.client.search_personas(term)
+            mine = [m for m in matches if m.pos_user == key] or (matches if len(matches) == 1 else [])
+            if mine:
+                return mine[0].contact_id
+        return None
+
+    def _override(self, staged: _Staged, member: Member, report: PushReport) -> bool:
+        """Send a changed phone/email of a persona AIQ has through the override call. True if the persona is done."""
+        entry = staged.entry
+        if entry is None:
+            return False
+        override = mapping.override_payload(entry.sent_phone, entry.sent_email, member)
+        if override is None:
+            return False
+        contact_id = entry.contact_id or self._find_contact(staged.key, entry)
+        if contact_id is None:
+            self.log.warning(f"persona {staged.key}: contactID unknown and not found by search; sending it as an upsert")
+            return False
+        try:
+            self.client.override_persona(contact_id, override)
+        except AiqContactNotFoundError:
+            self.log.warning(f"persona {staged.key}: AIQ no longer knows contactID {contact_id}; sending it as an upsert")
+            return False
+        report.overrides += 1
+        if profile_hash(member) != entry.profile_hash:
+            return False  # other fields changed as well: the upsert carries them
+        acked = LedgerEntry(staged.key, payload_hash(member), staged.source_hash, entry.profile_hash,
+                            member.phone_number, member.email, contact_id, entry.src_id)
+        self._settle("persona", acked=[acked])
+        report.sent += 1
+        return True
+
+    def _member_candidates(
+        self, records: Iterable[tuple[Persona, _Staged]], report: PushReport
+    ) -> Iterator[tuple[_Staged, Member]]:
+        for chunk in chunked(iter(records), PUSH_CHUNK):
+            keys = [staged.key for _, staged in chunk]
+            entries = self.ledger.entries("persona", keys)
+            refused = self._refused("persona", keys)
+            cleared: list[str] = []
+            bad: list[tuple[_Staged, str, str, str | None]] = []
+            refresh: list[tuple[str, str]] = []
+            for persona, staged in chunk:
+                report.staged += 1
+                staged = _Staged(staged.key, staged.source_hash, staged.business_date, entries.get(staged.key))
+                try:
+                    mapped = mapping.member_payload(persona)
+                except ValidationError as exc:
+                    reason = _payload_reason(exc)
+                    report.reject(staged.key, reason)
+                    bad.append((staged, "payload", reason, None))
+                    continue
+                report.member_issues.update(mapped.issues)
+                digest = payload_hash(mapped.member)
+                if staged.entry is not None and staged.entry.payload_hash == digest:
+                    report.unchanged += 1
+                    cleared.append(staged.key)
+                    if staged.entry.source_hash != staged.source_hash:
+                        refresh.append((staged.key, staged.source_hash))
+                    continue
+                if staged.key in refused and refused[staged.key][0] == digest:
+                    report.reject(staged.key, refused[staged.key][1])
+                    continue
+                if self._override(staged, mapped.member, report):
+                    continue
+                yield staged, mapped.member
+            self._settle("persona", cleared=cleared, quarantined=bad)
+            self.ledger.refresh_source_hashes("persona", refresh)
+
+    def _send_members(self, records: Iterable[tuple[Persona, _Staged]], report: PushReport) -> None:
+        for outcome in self.client.send_members(self._member_candidates(records, report)):
+            acked = []
+            for staged, member, ack in outcome.accepted:
+                previous = staged.entry
+                acked.append(LedgerEntry(
+                    staged.key, payload_hash(member), staged.source_hash, profile_hash(member), member.phone_number,
+                    member.email, ack.contact_id if ack else previous and previous.contact_id,
+                    ack.src_id if ack else previous and previous.src_id,
+                ))
+            refused = [(s, "aiq", _refusal(message), payload_hash(m)) for s, m, message in outcome.refused]
+            self._settle("persona", acked=acked, quarantined=refused)
+            report.sent += len(acked)
+            for staged, _, reason, _ in refused:
+                report.reject(staged.key, reason)
+            self._progress(report)
+
+    def push_personas(self, start: dt.datetime, end: dt.datetime) -> PushReport:
+        """Send the personas staged for the business days in [start, end) that AIQ doesn't have as they are."""
+        report = PushReport(entity="persona")
+        self._send_members(self._staged(staged_personas, Persona, start, end), report)
+        return report
+
+    def _personas_by_id(self, customer_ids: set[str], source: PosSource, report: PushReport) -> None:
+        """Send customers that sales reference and AIQ lacks, read from the POS whenever they were last modified."""
+
+        def records() -> Iterator[tuple[Persona, _Staged]]:
+            for key, rows in source.personas_by_id(sorted(customer_ids)):
+                try:
+                    persona = build_persona(rows[0])
+                except RecordRejected as exc:
+                    staged = _Staged(str(key), "", None)
+                    report.reject(staged.key, exc.reason)
+                    self._settle("persona", quarantined=[(staged, "payload", exc.reason, None)])
+                    continue
+                yield persona, _Staged(persona.customer_id, persona.content_hash(), None)
+
+        self._send_members(records(), report)
+
+    # -- sales ----------------------------------------------------------------------------------------------
+
+    def _sale_candidates(
+        self, records: Iterable[tuple[Transaction, _Staged]], source: PosSource, report: PushReport,
+        personas: PushReport,
+    ) -> Iterator[tuple[_Staged, Any]]:
+        for chunk in chunked(iter(records), PUSH_CHUNK):
+            keys = [staged.key for _, staged in chunk]
+            entries = self.ledger.entries("transaction", keys)
+            refused = self._refused("transaction", keys)
+            needed = {tx.customer_id for tx, _ in chunk if tx.customer_id and not tx.is_void}
+            known = set(self.ledger.entries("persona", needed))
+            if needed - known:
+                sent_before = personas.sent
+                self._personas_by_id(needed - known, source, personas)
+                report.personas_sent_first += personas.sent - sent_before
+                known = set(self.ledger.entries("persona", needed))
+            cleared: list[str] = []
+            bad: list[tuple[_Staged, str, str, str | None]] = []
+            refresh: list[tuple[str, str]] = []
+            for tx, staged in chunk:
+                report.staged += 1
+                staged = _Staged(staged.key, staged.source_hash, staged.business_date, entries.get(staged.key))
+                if tx.is_void and staged.entry is None:
+                    report.voided_unsent += 1  # voided before it was ever sent: AIQ never hears of it
+                    cleared.append(staged.key)
+                    continue
+                if not tx.is_void and tx.customer_id and tx.customer_id not in known:
+                    report.reject(staged.key, WAITING_FOR_PERSONA)
+                    bad.append((staged, "payload", WAITING_FOR_PERSONA, None))
+                    continue
+                try:
+                    visit = mapping.void_sale_payload(tx) if tx.is_void else mapping.sale_payload(tx)
+                except ValidationError as exc:
+                    reason = _payload_reason(exc)
+                    report.reject(staged.key, reason)
+                    bad.append((staged, "payload", reason, None))
+                    continue
+                digest = payload_hash(visit)
+                if staged.entry is not None and staged.entry.payload_hash == digest:
+                    report.unchanged += 1
+                    cleared.append(staged.key)
+                    if staged.entry.source_hash != staged.source_hash:
+                        refresh.append((staged.key, staged.source_hash))
+                    continue
+                if staged.key in refused and refused[staged.key][0] == digest:
+                    report.reject(staged.key, refused[staged.key][1])
+                    continue
+                yield staged, visit
+            self._settle("transaction", cleared=cleared, quarantined=bad)
+            self.ledger.refresh_source_hashes("transaction", refresh)
+
+    def push_sales(self, start: dt.datetime, end: dt.datetime, source: PosSource) -> tuple[PushReport, PushReport]:
+        """Send the sales staged for [start, end) that AIQ doesn't have as they are; personas they need go first.
+
+        Returns the sales report and the report of personas sent on the sales' behalf.
+        """
+        report = PushReport(entity="transaction")
+        personas = PushReport(entity="persona")
+        candidates = self._sale_candidates(self._staged(staged_transactions, Transaction, start, end), source, report, personas)
+        for outcome in self.client.send_sales(candidates):
+            acked = [LedgerEntry(s.key, payload_hash(v), s.source_hash) for s, v, _ in outcome.accepted]
+            refused = [(s, "aiq", _refusal(message), payload_hash(v)) for s, v, message in outcome.refused]
+            self._settle("transaction", acked=acked, quarantined=refused)
+            report.sent += len(acked)
+            for staged, _, reason, _ in refused:
+                report.reject(staged.key, reason)
+            self._progress(report)
+        return report, personas
+
+    # -- inventory ------------------------------------------------------------------------------------------
+
+    def push_inventory(self) -> PushReport:
+        """Send the staged inventory snapshot's products whose payload changed since AIQ last acknowledged them."""
+        report = PushReport(entity="inventory")
+
+        def candidates() -> Iterator[tuple[_Staged, Any]]:
+            for chunk in chunked(iter(self._staged(staged_inventory, InventoryItem)), PUSH_CHUNK):
+                keys = [staged.key for _, staged in chunk]
+                entries = self.ledger.entries("inventory", keys)
+                refused = self._refused("inventory", keys)
+                cleared: list[str] = []
+                bad: list[tuple[_Staged, str, str, str | None]] = []
+                refresh: list[tuple[str, str]] = []
+                for item, staged in chunk:
+                    report.staged += 1
+                    entry = entries.get(staged.key)
+                    try:
+                        payload = mapping.inventory_payload(item)
+                    except ValidationError as exc:
+                        reason = _payload_reason(exc)
+                        report.reject(staged.key, reason)
+                        bad.append((staged, "payload", reason, None))
+                        continue
+                    digest = payload_hash(payload)
+                    if entry is not None and entry.payload_hash == digest:
+                        report.unchanged += 1
+                        cleared.append(staged.key)
+                        if entry.source_hash != staged.source_hash:
+                            refresh.append((staged.key, staged.source_hash))
+                        continue
+                    if staged.key in refused and refused[staged.key][0] == digest:
+                        report.reject(staged.key, refused[staged.key][1])
+                        continue
+                    yield staged, payload
+                self._settle("inventory", cleared=cleared, quarantined=bad)
+                self.ledger.refresh_source_hashes("inventory", refresh)
+
+        for outcome in self.client.send_inventory(candidates()):
+            acked = [LedgerEntry(s.key, payload_hash(p), s.source_hash) for s, p, _ in outcome.accepted]
+            refused = [(s, "aiq", _refusal(message), payload_hash(p)) for s, p, message in outcome.refused]
+            self._settle("inventory", acked=acked, quarantined=refused)
+            report.sent += len(acked)
+            for staged, _, reason, _ in refused:
+                report.reject(staged.key, reason)
+            self._progress(report)
+        return report
+
+    # -- reading staging and proving delivery ---------------------------------------------------------------
+
+    def _staged(
+        self, table: sa.Table, model: type, start: dt.datetime | None = None, end: dt.datetime | None = None
+    ) -> Iterator[tuple[Any, _Staged]]:
+        key = next(iter(table.primary_key.columns))
+        day = table.c.business_date if "business_date" in table.c else sa.null()
+        query = sa.select(key, table.c.content_hash, day, table.c.record).order_by(key)
+        if start is not None and end is not None:
+            first, stop = self._days(start, end)
+            query = query.where(table.c.business_date >= first, table.c.business_date < stop)
+        with self.store.engine.connect() as conn:
+            rows = conn.execution_options(stream_results=True, yield_per=PUSH_CHUNK).execute(query)
+            for record_key, content_hash, business_date, record in rows:
+                yield model.model_validate_json(record), _Staged(record_key, content_hash, business_date)
+
+    def _days(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
+        return start.astimezone(self.store.tz).date(), end.astimezone(self.store.tz).date()
+
+    def undelivered(self, entity: str, start: dt.datetime | None = None, end: dt.datetime | None = None) -> int:
+        """Staged records that are neither in AIQ as staged (per the ledger), nor quarantined, nor voided unsent."""
+        table = {"transaction": staged_transactions, "persona": staged_personas, "inventory": staged_inventory}[entity]
+        key = next(iter(table.primary_key.columns))
+        ledger = aiq_ledger.alias("ledger")
+        in_ledger = sa.and_(
+            ledger.c.account == self.ledger.account, ledger.c.entity == entity, ledger.c.record_key == key
+        )
+        quarantined = sa.exists().where(
+            quarantine.c.entity == entity, quarantine.c.stage.in_(PUSH_STAGES), quarantine.c.record_key == key
+        )
+        conditions = [
+            sa.or_(ledger.c.record_key.is_(None), ledger.c.source_hash != table.c.content_hash),
+            sa.not_(quarantined),
+        ]
+        if entity == "transaction":
+            conditions.append(sa.not_(sa.and_(table.c.is_void, ledger.c.record_key.is_(None))))
+        if start is not None and end is not None:
+            first, stop = self._days(start, end)
+            conditions += [table.c.business_date >= first, table.c.business_date < stop]
+        query = sa.select(sa.func.count()).select_from(table.outerjoin(ledger, in_ledger)).where(*conditions)
+        with self.store.engine.connect() as conn:
+            return conn.scalar(query) or 0
+
+    def _progress(self, report: PushReport) -> None:
+        self.log.info(f"{report.entity}: {report.sent} sent, {report.unchanged} unchanged, "
+                      f"{report.quarantined} quarantined of {report.staged} read so far")
+
+
+def _payload_reason(exc: ValidationError) -> str:
+    fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)})
+    return "payload invalid for AIQ: " + ", ".join(fields)
+
+
+def _refusal(message: str) -> str:
+    return "refused by AIQ: " + redact_personal_data(message)[:300]
+

@@ -1,0 +1,327 @@
+"""The push assets against the AIQ sandbox over loopback: exactly what changed, personas first, a true ledger."""
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zoneinfo
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from aiq_pipelines.aiq.resource import AiqResource
+from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_personas, aiq_sales
+from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
+from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.sync.ledger import aiq_ledger
+from aiq_pipelines.sync.staging import quarantine
+
+DENVER = zoneinfo.ZoneInfo("America/Denver")
+DAILY = [pos_transactions, pos_personas, aiq_personas, aiq_sales]
+
+
+def local(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=DENVER).astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def aiq_resource(sandbox, sync_url: str, **overrides) -> AiqResource:
+    options = dict(api_key=sandbox.api_key, base_url=sandbox.base_url, uid=sandbox.uid, rate_limit_database_url=sync_url,
+                   requests_per_second=1000, requests_per_minute=60_000, requests_per_hour=1_000_000,
+                   timeout_seconds=5, max_attempts=4, max_retry_seconds=30)
+    return AiqResource(**{**options, **overrides})
+
+
+def sync(pos_url: str, sync_url: str, sandbox, first: str, last: str, assets=DAILY, **aiq_options):
+    """Materialize the daily assets for [first, last] in one run, as a backfill does."""
+    resources = {"pos": PosDatabase(url=pos_url), "sync": SyncDatabase(url=sync_url, timezone="America/Denver"),
+                 "aiq": aiq_resource(sandbox, sync_url, **aiq_options)}
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    with dg.instance_for_test() as instance:
+        return dg.materialize(assets, resources=resources, instance=instance, tags=tags, raise_on_error=False)
+
+
+def metadata(result, asset: str) -> dict:
+    """The asset's metadata (a range run reports the same figures for each of its partitions)."""
+    events = result.asset_materializations_for_node(asset)
+    assert events, f"{asset} was not materialized"
+    return {k: v.value for k, v in events[0].metadata.items()}
+
+
+def checks(result) -> dict[str, bool]:
+    return {f"{e.asset_key.to_user_string()}.{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
+
+
+def sales_by_id(sandbox) -> dict[str, dict]:
+    return {sale["pos_id"]: sale for sale in sandbox.state()["sales"]}
+
+
+def members_by_user(sandbox) -> dict[str, dict]:
+    return {member["pos_user"]: member for member in sandbox.state()["members"]}
+
+
+@pytest.fixture
+def shop(pos):
+    """Three business days (June 9-11, 2026) with the cases that matter, plus sales just outside them."""
+    pos.add_product("P3", sku="SKU-3", name="Bulk OG (per gram)", unit_price="10.00", unit_cost="4.00",
+                    category="Flower > Bulk", brand="Muffins", strain="OG Kush", species="hybrid", size="1g")
+    pos.add_customer("C1", phone="(303) 555-0142", email="Ada@Example.com", is_loyalty_member=True,
+                     customer_type="Medical", birthday="1985-05-16", modified=local(2026, 6, 9, 8))
+    pos.add_customer("C2", phone="1234567890", email="not-an-email", modified=local(2026, 6, 10, 8))
+    pos.add_customer("C3", first_name="Zoë", last_name="Nguyễn", phone="+1 720 482 1234",
+                     modified=dt.datetime(2025, 1, 1))  # modified long before the window; a sale references her
+    pos.add_sale("first-second", local(2026, 6, 9, 0, 0, 0), customer_id="C1")
+    pos.add_sale("walk-in", local(2026, 6, 9, 12), [("P3", "2.5", "10.00")])
+    pos.add_sale("regular", local(2026, 6, 10, 15), [("P1", "1", "45.00"), ("P2", "2", "18.00")], customer_id="C2")
+    pos.add_sale("old-friend", local(2026, 6, 10, 16), customer_id="C3")
+    pos.add_sale("refund", local(2026, 6, 11, 10), [("P1", "-1", "45.00")], customer_id="C1", is_return=True,
+                 return_of_transaction_id="first-second")
+    pos.add_sale("voided-early", local(2026, 6, 11, 11), customer_id="C2", is_void=True)
+    pos.add_sale("broken", local(2026, 6, 11, 12), customer_id="C1", total_adjustment="3.00")
+    pos.add_sale("last-second", local(2026, 6, 11, 23, 59, 59), customer_id="C1")
+    pos.add_sale("day-before", local(2026, 6, 8, 23, 59, 59), customer_id="C1")
+    pos.add_sale("day-after", local(2026, 6, 12, 0, 0, 0), customer_id="C1")
+    return pos
+
+
+def expected_sales(pos_url: str) -> dict[str, dict]:
+    """What AIQ should hold, computed from the POS with plain SQL (independently of the mapping code)."""
+    engine = sa.create_engine(pos_url)
+    with engine.connect() as conn:
+        sales = conn.execute(sa.text("""
+            SELECT t.transaction_id, t.customer_id, c.customer_type, t.transaction_at, t.total, l.name
+            FROM transactions t JOIN locations l USING (location_id) LEFT JOIN customers c USING (customer_id)
+            WHERE t.transaction_at >= :s AND t.transaction_at < :e AND NOT t.is_void
+              AND t.transaction_id != 'broken'"""), {"s": "2026-06-09 06:00:00", "e": "2026-06-12 06:00:00"}).all()
+        lines = conn.execute(sa.text("""
+            SELECT i.transaction_id, p.sku, i.unit_price, i.quantity FROM transaction_items i
+            JOIN products p USING (product_id) ORDER BY i.transaction_id, i.line_number""")).all()
+    expected = {}
+    for tx_id, customer, customer_type, at, total, location in sales:
+        visit = {"pos_id": tx_id, "sendNotification": 0, "location": location,
+                 "transaction_date": dt.datetime.fromisoformat(at).strftime("%Y-%m-%d %H:%M:%S +0000"),
+                 "transaction_total": float(total),
+                 "lines": [(sku, float(price), float(qty)) for t, sku, price, qty in lines if t == tx_id]}
+        if customer:
+            visit["pos_user"] = customer
+        if customer_type:
+            visit["pos_type"] = customer_type
+        expected[tx_id] = visit
+    return expected
+
+
+def test_a_three_day_backfill_delivers_exactly_the_valid_records(shop, sync_url, sandbox):
+    result = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+
+    assert result.success, result.all_events
+    received = sales_by_id(sandbox)
+    expected = expected_sales(shop.url)
+    assert sorted(received) == sorted(expected) == sorted(
+        ["first-second", "walk-in", "regular", "old-friend", "refund", "last-second"])
+    for tx_id, want in expected.items():
+        got = received[tx_id]
+        lines = [(line["sku"], line["price"], line["quantity"]) for line in got["visit_details_attributes"]]
+        assert lines == want.pop("lines"), tx_id
+        assert {k: got.get(k) for k in want} == want, tx_id
+        assert ("pos_user" in got) == ("pos_user" in want), "walk-ins carry no pos_user at all"
+    assert received["refund"]["visit_details_attributes"][0]["quantity"] == -1
+    members = members_by_user(sandbox)
+    assert set(members) == {"C1", "C2", "C3"}, "C3 was modified long ago but a sale needs her"
+    assert members["C1"]["phone_number"] == "3035550142" and members["C1"]["email"] == "ada@example.com"
+    assert members["C1"]["birthday"] == "05/16/1985" and members["C1"]["loyalty"] is True
+    assert "phone_number" not in members["C2"] and "email" not in members["C2"], "placeholders are never sent"
+    assert members["C3"]["first_name"] == "Zoë"
+    sales_meta, persona_meta = metadata(result, "aiq_sales"), metadata(result, "aiq_personas")
+    assert (sales_meta["sent"], sales_meta["unchanged"], sales_meta["quarantined"]) == (6, 0, 0)
+    assert sales_meta["voided_unsent"] == 1 and sales_meta["personas_sent_first"] == 1
+    assert sales_meta["aiq_account"] == sandbox.uid
+    assert sales_meta["aiq_requests"] == 2, "one for the persona the sales needed first, one for the sales"
+    assert persona_meta["left_out_phone_placeholder"] == 1 and persona_meta["left_out_email_invalid"] == 1
+    assert all(checks(result).values()), checks(result)
+
+
+def test_each_sales_persona_arrives_before_the_sale(shop, sync_url, sandbox):
+    sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+
+    seen_personas: set[str] = set()
+    sales_requests = 0
+    for request in sandbox.requests():
+        if "createUpdateMember" in request["path"] and request["status"] == 200:
+            seen_personas |= set(request["keys"])
+        if "createUpdateSale" in request["path"]:
+            sales_requests += 1
+            for pos_id in request["keys"]:
+                customer = expected_sales(shop.url)[pos_id].get("pos_user")
+                assert customer is None or customer in seen_personas, f"{pos_id} arrived before {customer}"
+    assert sales_requests == 1
+    assert all(s["persona_known_at_arrival"] for s in sandbox.state()["sales"] if "pos_user" in s)
+
+
+def test_a_second_run_sends_nothing(shop, sync_url, sandbox):
+    sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+    before = len(sandbox.requests())
+
+    again = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+
+    assert again.success and len(sandbox.requests()) == before
+    for asset in ("aiq_personas", "aiq_sales"):
+        meta = metadata(again, asset)
+        assert (meta["sent"], meta["aiq_requests"]) == (0, 0)
+        assert meta["unchanged"] + meta.get("voided_unsent", 0) == meta["extracted"] > 0
+    assert all(checks(again).values())
+
+
+def test_a_changed_phone_arrives_as_an_override_on_the_right_contact(shop, sync_url, sandbox):
+    sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+    contact = members_by_user(sandbox)["C1"]["contactID"]
+    since = sandbox.requests()[-1]["id"]
+    shop.execute("UPDATE customers SET phone = '720-555-0199', last_modified_at = :m WHERE customer_id = 'C1'",
+                 m="2026-06-11 18:00:00")
+
+    result = sync(shop.url, sync_url, sandbox, "2026-06-11", "2026-06-11")
+
+    new = sandbox.requests(since_id=since)
+    assert [r["path"] for r in new] == [f"/api/v2/loyaltyContact/override/{sandbox.uid}/{contact}"]
+    assert members_by_user(sandbox)["C1"]["phone_number"] == "7205550199"
+    assert metadata(result, "aiq_personas")["overrides"] == 1
+    assert sync(shop.url, sync_url, sandbox, "2026-06-11", "2026-06-11").success
+    assert sandbox.requests(since_id=new[-1]["id"]) == [], "the ledger remembers the new phone"
+
+
+def test_a_changed_line_item_resends_only_that_sale(shop, sync_url, sandbox):
+    sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+    since = sandbox.requests()[-1]["id"]
+    shop.execute("UPDATE transaction_items SET quantity = 3 WHERE transaction_id = 'regular' AND line_number = 2")
+    shop.execute("UPDATE transactions SET subtotal = 99, tax_total = 14.85, total = 113.85, last_modified_at = :m "
+                 "WHERE transaction_id = 'regular'", m="2026-06-11 20:00:00")
+
+    sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+
+    new = sandbox.requests(since_id=since)
+    assert [(r["path"].split("/")[3], r["keys"]) for r in new] == [("createUpdateSales", ["regular"])]
+    assert sales_by_id(sandbox)["regular"]["transaction_total"] == 113.85
+
+
+def test_a_sale_voided_after_it_was_sent_stops_counting(shop, sync_url, sandbox):
+    sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+    shop.execute("UPDATE transactions SET is_void = 1, last_modified_at = :m WHERE transaction_id = 'regular'",
+                 m="2026-06-11 20:00:00")
+
+    result = sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10")
+
+    voided = sales_by_id(sandbox)["regular"]
+    assert voided["transaction_total"] == 0
+    assert [line["quantity"] for line in voided["visit_details_attributes"]] == [0, 0]
+    assert [line["sku"] for line in voided["visit_details_attributes"]] == ["SKU-1", "SKU-2"]
+    assert metadata(result, "aiq_sales")["sent"] == 1 and all(checks(result).values())
+
+
+def test_a_refused_record_is_quarantined_and_the_rest_of_its_batch_delivered(shop, sync_url, sandbox_factory):
+    sandbox = sandbox_factory(refuse_keys="regular", per_second=1000, per_minute=60000, per_hour=1000000)
+
+    result = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+
+    assert set(sales_by_id(sandbox)) == {"first-second", "walk-in", "old-friend", "refund", "last-second"}
+    meta = metadata(result, "aiq_sales")
+    assert (meta["sent"], meta["quarantined"]) == (5, 1)
+    assert "refused by AIQ" in meta["quarantine_reasons"] and "`regular`" in meta["quarantine_reasons"]
+    assert checks(result)["aiq_sales.delivered"] and not checks(result)["aiq_sales.quarantine_not_growing"]
+    engine = sa.create_engine(sync_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(quarantine.c.record_key, quarantine.c.stage).where(quarantine.c.stage == "aiq")).all()
+    assert rows == [("regular", "aiq")]
+    since = sandbox.requests()[-1]["id"]
+    sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+    assert sandbox.requests(since_id=since) == [], "an unchanged refused record is not re-sent"
+
+
+def test_inventory_is_sent_once_per_product_and_only_when_it_changes(shop, sync_url, sandbox):
+    shop.insert("inventory", product_id="P1", location_id="STORE-01", quantity_available=12,
+                last_modified_at=dt.datetime(2026, 6, 1))
+    first = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-09", assets=[pos_inventory, aiq_inventory])
+    items = {item["productId"]: item for item in sandbox.state()["inventory"]}
+    assert set(items) == {"P1", "P2", "P3"} and items["P1"]["quantity"] == "12"
+    assert metadata(first, "aiq_inventory")["aiq_requests"] == 1
+
+    shop.execute("UPDATE inventory SET quantity_available = 7 WHERE product_id = 'P1'")
+    second = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-09", assets=[pos_inventory, aiq_inventory])
+
+    meta = metadata(second, "aiq_inventory")
+    assert (meta["sent"], meta["unchanged"]) == (1, 2)
+    assert {i["productId"]: i for i in sandbox.state()["inventory"]}["P1"]["quantity"] == "7"
+
+
+CRASH_SCRIPT = textwrap.dedent("""
+    import sys
+    import dagster as dg
+    from aiq_pipelines_tests.sync.test_push import DAILY, aiq_resource
+    from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+    from aiq_pipelines_tests.sandbox_support import Sandbox
+
+    pos_url, sync_url, base_url, api_key, uid = sys.argv[1:6]
+    sandbox = Sandbox(base_url=base_url, api_key=api_key, uid=uid, db_path=None, log_path=None)
+    resources = {"pos": PosDatabase(url=pos_url), "sync": SyncDatabase(url=sync_url, timezone="America/Denver"),
+                 "aiq": aiq_resource(sandbox, sync_url, batch_size_sales=10, batch_size_members=10)}
+    tags = {"dagster/asset_partition_range_start": "2026-06-01", "dagster/asset_partition_range_end": "2026-06-07"}
+    with dg.instance_for_test() as instance:
+        dg.materialize(DAILY, resources=resources, instance=instance, tags=tags)
+""")
+
+
+def test_killing_the_run_mid_send_and_rerunning_ends_with_aiq_and_ledger_agreeing(pos, sync_url, sandbox_factory, tmp_path):
+    for day in range(1, 8):
+        for n in range(12):
+            customer = f"K{day}{n:02d}"
+            pos.add_customer(customer, phone=f"303482{day}{n:03d}", modified=local(2026, 6, day, 7))
+            pos.add_sale(f"S{day}-{n:02d}", local(2026, 6, day, 9 + n % 10, n), customer_id=customer)
+    sandbox = sandbox_factory(per_second=1000, per_minute=60000, per_hour=1000000, fault_slow=0.3, slow_seconds=0.3)
+    script = tmp_path / "crash_run.py"
+    script.write_text(CRASH_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    process = subprocess.Popen([sys.executable, str(script), pos.url, sync_url, sandbox.base_url, sandbox.api_key,
+                                sandbox.uid], env=env, start_new_session=True)
+    deadline = dt.datetime.now() + dt.timedelta(seconds=120)
+    while not any("createUpdateSales" in r["path"] for r in sandbox.requests()):  # kill it once sales are flowing
+        assert process.poll() is None and dt.datetime.now() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)  # poll interval
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert len(sales_by_id(sandbox)) < 84, "the kill came mid-send"
+
+    result = sync(pos.url, sync_url, sandbox.restart(fault_slow=0.0), "2026-06-01", "2026-06-07")
+
+    assert result.success
+    held = sales_by_id(sandbox)
+    assert sorted(held) == sorted(f"S{d}-{n:02d}" for d in range(1, 8) for n in range(12))
+    assert all(s["persona_known_at_arrival"] for s in held.values())
+    with sa.create_engine(sync_url).connect() as conn:
+        ledger = conn.execute(sa.select(aiq_ledger.c.entity, aiq_ledger.c.record_key)).all()
+    assert sorted(k for e, k in ledger if e == "transaction") == sorted(held)
+    assert sorted(k for e, k in ledger if e == "persona") == sorted(members_by_user(sandbox))
+    assert all(r["status"] in (200,) for r in sandbox.requests() if r["fault"] is None), "nothing was refused"
+
+
+@pytest.mark.slow
+def test_a_31_day_single_run_backfill_from_the_cli(tmp_path, sandbox):
+    pos_url = f"sqlite:///{tmp_path / 'pos.db'}"
+    sync_url = f"sqlite:///{tmp_path / 'sync.db'}"
+    subprocess.run([sys.executable, "-m", "aiq_pipelines.cli", "demo-data", "--database-url", pos_url, "--days", "31",
+                    "--stores", "1", "--min-sales", "5", "--max-sales", "8", "--end-date", "2026-05-31"],
+                   check=True, capture_output=True)
+    (tmp_path / "home").mkdir()
+    env = {**os.environ, "POS_DATABASE_URL": pos_url, "SYNC_DATABASE_URL": sync_url, "DAGSTER_HOME": str(tmp_path / "home"),
+           "AIQ_BASE_URL": sandbox.base_url, "AIQ_API_KEY": sandbox.api_key, "AIQ_UID": sandbox.uid,
+           "AIQ_REQUESTS_PER_SECOND": "1000", "AIQ_REQUESTS_PER_MINUTE": "60000", "AIQ_REQUESTS_PER_HOUR": "1000000"}
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "-m",
+         "aiq_pipelines.definitions", "--select", "pos_transactions,pos_personas,aiq_personas,aiq_sales",
+         "--partition-range", "2026-05-01...2026-05-31"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with sa.create_engine(pos_url).connect() as conn:
+        valid = conn.exec_driver_sql("SELECT transaction_id FROM transactions WHERE NOT is_void").scalars().all()
+    assert sorted(sales_by_id(sandbox)) == sorted(valid)
