@@ -1,0 +1,197 @@
+"""What keeps AIQ current without anyone pressing buttons: the jobs operators launch, the POS change sensor, schedules.
+
+``pos_change_sensor`` watches ``last_modified_at`` on the POS's transactions and customers and asks ``daily_sync`` for
+exactly the business days that changed. Its cursor is a watermark: the newest ``last_modified_at`` seen and how many
+rows lay in the clock-skew overlap just before it. Each tick re-reads that overlap; when its row count moved (a row
+committed late, with a timestamp older than the watermark), the overlap's days are requested again, so a late row is
+never lost while the cursor stays two numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import zoneinfo
+from collections.abc import Iterable
+
+import dagster as dg
+
+from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_personas, aiq_sales
+from aiq_pipelines.defs.partitions import daily_partitions
+from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
+from aiq_pipelines.defs.resources import PosDatabase
+from aiq_pipelines.pos.source import PosChange, PosSource
+from aiq_pipelines.settings import SettingsError, get_settings
+
+settings = get_settings()
+
+# Writers whose clocks lag the newest timestamp by up to this much (or whose transactions commit late) are still seen.
+CLOCK_SKEW_OVERLAP = dt.timedelta(minutes=2)
+# The first tick starts from the newest change in this look-back (or its start): earlier history is a backfill's job.
+FIRST_TICK_LOOKBACK = dt.timedelta(days=1)
+# Early morning, after the stores close and before they open: yesterday is complete and nobody is editing it.
+RECONCILIATION_CRON = "30 4 * * *"
+_END_OF_TIME = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+_JUST_AFTER = dt.timedelta(microseconds=1)
+
+# One process per run, not per step: while the stores sell, the sensor starts a run every minute or two, and a
+# process per step would cost more CPU than the steps themselves. Pools still hold across runs.
+daily_sync = dg.define_asset_job(
+    "daily_sync",
+    selection=[pos_transactions, pos_personas, aiq_personas, aiq_sales],
+    executor_def=dg.in_process_executor,
+    description=(
+        "Extract business days from the POS and push what changed to AIQ: personas first, then sales. "
+        "Pick one day, or a range of days that runs as one run."
+    ),
+)
+
+inventory_sync = dg.define_asset_job(
+    "inventory_sync",
+    selection=[pos_inventory, aiq_inventory],
+    executor_def=dg.in_process_executor,
+    description="Snapshot the POS inventory and push the products whose stock, cost or price changed to AIQ.",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Watermark:
+    """The change sensor's position: the newest ``last_modified_at`` seen and the rows in the overlap before it."""
+
+    at: dt.datetime
+    overlap_rows: int
+
+    def __str__(self) -> str:
+        return f"{self.at.isoformat()}#{self.overlap_rows}"
+
+    def to_cursor(self) -> str:
+        return json.dumps({"watermark": self.at.isoformat(), "overlap_rows": self.overlap_rows})
+
+    @classmethod
+    def from_cursor(cls, cursor: str) -> Watermark:
+        try:
+            data = json.loads(cursor)
+            return cls(dt.datetime.fromisoformat(data["watermark"]).astimezone(dt.UTC), int(data["overlap_rows"]))
+        except (TypeError, ValueError, KeyError):
+            raise ValueError(
+                "pos_change_sensor: its cursor is not a watermark such as "
+                '{"watermark": "2026-06-10T18:00:00+00:00", "overlap_rows": 0}; clear it on the sensor\'s page in '
+                "the UI (Clear cursor) to start again from the newest change"
+            ) from None
+
+
+def _rows(changes: Iterable[PosChange]) -> int:
+    return sum(change.rows for change in changes)
+
+
+def _local_days(changes: Iterable[PosChange], timezone: zoneinfo.ZoneInfo) -> set[str]:
+    # A change group spans at most an hour, so its first and last rows name every local day it touches.
+    return {
+        moment.astimezone(timezone).date().isoformat()
+        for change in changes
+        for moment in (change.first_business_at, change.last_business_at)
+    }
+
+
+def _request(partition: str, watermark: Watermark) -> dg.RunRequest:
+    # "<day>@<watermark>#<overlap rows>": a later change to the same day is a new run, never deduplicated away.
+    return dg.RunRequest(partition_key=partition, run_key=f"{partition}@{watermark}")
+
+
+def _overlap(source: PosSource, watermark_at: dt.datetime) -> list[PosChange]:
+    """The changes in the clock-skew overlap that ends at (and includes) ``watermark_at``."""
+    return source.changes(watermark_at - CLOCK_SKEW_OVERLAP, watermark_at + _JUST_AFTER)
+
+
+def _first_tick(source: PosSource, today: str) -> dg.SensorResult:
+    since = dt.datetime.now(dt.UTC) - FIRST_TICK_LOOKBACK
+    newest = max((change.last_modified_at for change in source.changes(since, _END_OF_TIME)), default=since)
+    watermark = Watermark(newest, _rows(_overlap(source, newest)))
+    return dg.SensorResult(run_requests=[_request(today, watermark)], cursor=watermark.to_cursor())
+
+
+def _next_tick(source: PosSource, previous: Watermark, first: str, today: str) -> dg.SensorResult | dg.SkipReason:
+    after = previous.at + _JUST_AFTER
+    newer = source.changes(after, _END_OF_TIME)
+    newest = max((change.last_modified_at for change in newer), default=previous.at)
+    # Counted before the rows it covers are read below: a row landing in between is counted next tick, never lost.
+    overlap_rows = _rows(_overlap(source, newest)) if newer else None
+    overlap = _overlap(source, previous.at)
+    late = _rows(overlap) != previous.overlap_rows
+    if not newer and not late:
+        return dg.SkipReason(f"no POS changes since {previous.at.isoformat()}")
+    changed = (source.changes(after, newest + _JUST_AFTER) if newer else []) + (overlap if late else [])
+    watermark = Watermark(newest, _rows(overlap) if overlap_rows is None else overlap_rows)
+    days = sorted(day for day in _local_days(changed, settings.timezone) if first <= day <= today)
+    if not days:
+        return dg.SensorResult(
+            skip_reason=(
+                f"{_rows(changed)} POS rows changed since {previous.at.isoformat()}, none on a business day from "
+                f"POS_START_DATE ({first}) to today ({today})"
+            ),
+            cursor=watermark.to_cursor(),
+        )
+    return dg.SensorResult(run_requests=[_request(day, watermark) for day in days], cursor=watermark.to_cursor())
+
+
+@dg.sensor(
+    name="pos_change_sensor",
+    target=daily_sync,
+    minimum_interval_seconds=settings.sensor_interval_seconds,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
+def pos_change_sensor(context: dg.SensorEvaluationContext, pos: PosDatabase) -> dg.SensorResult | dg.SkipReason:
+    """Runs daily_sync for each business day whose POS transactions or customers changed since the last tick.
+
+    A sale's day is its transaction_at, a customer's the day they were modified, both in POS_TIMEZONE; days before
+    POS_START_DATE or after today are ignored. The first tick syncs today and starts watching from the newest change;
+    older days are a backfill. A POS that cannot be read fails the tick and leaves the cursor where it was.
+    """
+    first, today = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()
+    if today is None:
+        return dg.SkipReason(f"POS_START_DATE ({settings.pos_start_date}) is after today: nothing to sync yet")
+    source = pos.source()
+    if context.cursor is None:
+        return _first_tick(source, today)
+    return _next_tick(source, Watermark.from_cursor(context.cursor), first, today)
+
+
+def _inventory_sync_schedule() -> dg.ScheduleDefinition:
+    try:
+        return dg.ScheduleDefinition(
+            name="inventory_sync_schedule",
+            job=inventory_sync,
+            cron_schedule=settings.inventory_sync_cron,
+            execution_timezone=settings.pos_timezone,
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+            description="Syncs the inventory snapshot to AIQ on INVENTORY_SYNC_CRON (in POS_TIMEZONE).",
+        )
+    except dg.DagsterInvalidDefinitionError:
+        raise SettingsError(
+            "invalid settings: INVENTORY_SYNC_CRON: expected a cron expression of five fields such as '0 * * * *'"
+        ) from None
+
+
+inventory_sync_schedule = _inventory_sync_schedule()
+
+
+@dg.schedule(
+    name="nightly_reconciliation",
+    target=daily_sync,
+    cron_schedule=RECONCILIATION_CRON,
+    execution_timezone=settings.pos_timezone,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def nightly_reconciliation(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    """Re-syncs yesterday's business day every night at 04:30 local time, catching anything the sensor missed.
+
+    Only records that changed since AIQ acknowledged them are sent, so a day the sensor kept current costs no request.
+    """
+    local_date = context.scheduled_execution_time.astimezone(settings.timezone).date()
+    yesterday = (local_date - dt.timedelta(days=1)).isoformat()
+    first = daily_partitions.get_first_partition_key()
+    if yesterday < first:
+        return dg.SkipReason(f"yesterday ({yesterday}) is before POS_START_DATE ({first})")
+    return dg.RunRequest(partition_key=yesterday, run_key=yesterday)
+
