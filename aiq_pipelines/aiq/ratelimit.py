@@ -19,6 +19,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from aiq_pipelines.sync.engines import sqlalchemy_url
+
 SEND_LOG = sa.Table(
     "aiq_rate_limit_sends",
     sa.MetaData(),
@@ -77,7 +79,7 @@ class AccountRateLimiter:
 
     @staticmethod
     def _make_engine(database_url: str) -> sa.Engine:
-        url = sa.make_url(database_url)
+        url = sqlalchemy_url(database_url)
         if url.get_backend_name() == "sqlite":
             if url.database and url.database != ":memory:":
                 Path(url.database).parent.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"aiq_pipelines schema").digest()[:8], "big", signed=True)
 
 
 def _configure_sqlite(dbapi_connection, _record) -> None:
@@ -20,14 +23,39 @@ def _configure_sqlite(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def sqlalchemy_url(url: str) -> sa.URL:
+    """``url`` parsed; a plain ``postgresql://`` (or ``postgres://``) URL, as libpq and most tools write it, gets the
+    psycopg 3 driver the project installs, so users can paste a standard connection URL."""
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 @functools.cache
 def engine_for(url: str) -> sa.Engine:
     """The process's engine for ``url``; SQLite files get their folder created and WAL mode."""
-    parsed = sa.make_url(url)
+    parsed = sqlalchemy_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         sa.event.listen(engine, "connect", _configure_sqlite)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+def create_tables(engine: sa.Engine, metadata: sa.MetaData, tables: Sequence[sa.Table] | None = None) -> None:
+    """Create the tables that don't exist yet, safely when several processes start on a fresh database at once.
+
+    Checking for a table and creating it are separate statements, so two runs starting together would both find it
+    missing and the slower CREATE would fail. Checking and creating under the database's writer lock (SQLite) or an
+    advisory lock (PostgreSQL) makes the second process find the first one's tables.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+        metadata.create_all(conn, tables=tables)
+        conn.commit()

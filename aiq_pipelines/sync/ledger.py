@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from aiq_pipelines.sync.engines import create_tables
 from aiq_pipelines.sync.staging import metadata, upsert
 
 aiq_ledger = sa.Table(
@@ -58,7 +59,7 @@ class Ledger:
     def __init__(self, engine: sa.Engine, account: str):
         self.engine = engine
         self.account = account
-        metadata.create_all(engine, tables=[aiq_ledger])
+        create_tables(engine, metadata, [aiq_ledger])
 
     def entries(self, entity: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
         keys = list(set(keys))

@@ -29,7 +29,7 @@ from aiq_pipelines.pos.records import (
     build_transaction,
 )
 from aiq_pipelines.pos.source import PosSource, RowGroup, chunked
-from aiq_pipelines.sync.engines import engine_for
+from aiq_pipelines.sync.engines import create_tables, engine_for
 
 metadata = sa.MetaData()
 
@@ -175,7 +175,7 @@ class SyncStore:
     def __init__(self, database_url: str, timezone: str):
         self.engine = engine_for(database_url)
         self.tz = zoneinfo.ZoneInfo(timezone)
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)
 
     def business_date(self, moment: dt.datetime) -> dt.date:
         """The store's local day of a UTC moment (naive values are UTC)."""
