@@ -90,6 +90,16 @@ class Settings(BaseSettings):
             raise ValueError("expected a SQLAlchemy URL such as sqlite:///.data/pos.db or postgresql://host/db") from None
         return value
 
+    @field_validator("inventory_sync_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        # Dagster's own check, so a value that passes here is one its schedules accept (dagster is pinned to 1.13).
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if len(value.split()) != 5 or not is_valid_cron_string(value):
+            raise ValueError("expected a cron expression of five fields such as '0 * * * *'")
+        return value
+
     @field_validator("aiq_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:

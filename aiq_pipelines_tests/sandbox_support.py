@@ -117,7 +117,7 @@ class Sandbox:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -129,7 +129,7 @@ def run_sandbox(
 ) -> Iterator[Sandbox]:
     """Run a sandbox on ``db_path`` until the block ends; ``api_key`` defaults to a fresh random test key."""
     sandbox = Sandbox(
-        base_url=f"http://127.0.0.1:{_free_port()}",
+        base_url=f"http://127.0.0.1:{free_port()}",
         api_key=api_key or "test-key-" + secrets.token_hex(8),
         uid=uid,
         db_path=db_path,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines_tests.sandbox_support import _free_port
+from aiq_pipelines_tests.sandbox_support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DENVER = zoneinfo.ZoneInfo("America/Denver")
@@ -88,7 +88,7 @@ def dagster_dev(tmp_path: Path, env: dict[str, str]) -> Iterator[Dagster]:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / ".dagster" / "dagster.yaml", home / "dagster.yaml")
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "dagster-dev.log"
     with log_path.open("ab") as log:
         # Its own folder as cwd: `dagster dev` loads a .env from where it starts, and the checkout's must not leak in.

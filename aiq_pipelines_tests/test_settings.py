@@ -51,3 +51,11 @@ def test_the_code_location_refuses_to_load_with_a_bad_setting():
     )
     assert result.returncode != 0
     assert "POS_TIMEZONE: expected an IANA time zone name such as America/Denver" in result.stderr
+
+
+def test_a_bad_cron_names_its_setting(monkeypatch):
+    monkeypatch.setenv("INVENTORY_SYNC_CRON", "every hour")
+    with pytest.raises(SettingsError, match="INVENTORY_SYNC_CRON: expected a cron expression of five fields"):
+        load_settings()
+    monkeypatch.setenv("INVENTORY_SYNC_CRON", "*/15 * * * *")
+    assert load_settings().inventory_sync_cron == "*/15 * * * *"

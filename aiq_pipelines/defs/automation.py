@@ -22,7 +22,7 @@ from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase
 from aiq_pipelines.pos.source import PosChange, PosSource
-from aiq_pipelines.settings import SettingsError, get_settings
+from aiq_pipelines.settings import get_settings
 
 settings = get_settings()
 
@@ -157,23 +157,14 @@ def pos_change_sensor(context: dg.SensorEvaluationContext, pos: PosDatabase) -> 
     return _next_tick(source, Watermark.from_cursor(context.cursor), first, today)
 
 
-def _inventory_sync_schedule() -> dg.ScheduleDefinition:
-    try:
-        return dg.ScheduleDefinition(
-            name="inventory_sync_schedule",
-            job=inventory_sync,
-            cron_schedule=settings.inventory_sync_cron,
-            execution_timezone=settings.pos_timezone,
-            default_status=dg.DefaultScheduleStatus.STOPPED,
-            description="Syncs the inventory snapshot to AIQ on INVENTORY_SYNC_CRON (in POS_TIMEZONE).",
-        )
-    except dg.DagsterInvalidDefinitionError:
-        raise SettingsError(
-            "invalid settings: INVENTORY_SYNC_CRON: expected a cron expression of five fields such as '0 * * * *'"
-        ) from None
-
-
-inventory_sync_schedule = _inventory_sync_schedule()
+inventory_sync_schedule = dg.ScheduleDefinition(
+    name="inventory_sync_schedule",
+    job=inventory_sync,
+    cron_schedule=settings.inventory_sync_cron,  # validated in settings.py
+    execution_timezone=settings.pos_timezone,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Syncs the inventory snapshot to AIQ on INVENTORY_SYNC_CRON (in POS_TIMEZONE).",
+)
 
 
 @dg.schedule(
