@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,8 +19,18 @@ def _configure_sqlite(dbapi_connection, _record) -> None:
     # WAL lets readers (sensors, the UI's checks) run while a sync writes; the busy timeout makes concurrent
     # writers from other runs wait their turn instead of failing with "database is locked".
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # Switching a new file to WAL takes an exclusive lock that the busy handler does not wait for: when several
+    # processes open a fresh database at once, retry until one of them has switched it.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
