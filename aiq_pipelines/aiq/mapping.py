@@ -21,11 +21,13 @@ parent         key                      value
 ``store_cost`` store's friendly name    that store's batch cost, only where it differs from ``unit_cost``
 =============  =======================  ==============================================================
 
-All values are decimal strings, as AIQ's guide sends every inventory number.
+All values are decimal strings, as AIQ's guide sends every inventory number. ``dateAdded`` and ``dateUpdated`` are
+unix seconds, so a date before 1970 (a POS placeholder such as 1900-01-01) cannot be expressed and is left out.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import re
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from aiq_pipelines.pos.records import InventoryItem, Persona, Transaction, Trans
 
 MAX_TEXT_LENGTH = 255
 CURRENCY = "USD"
+UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 PLACEHOLDER_PHONES = frozenset({"1234567890", "0123456789"})
 
 
@@ -206,6 +209,10 @@ def _custom_attrs(item: InventoryItem) -> tuple[CustomAttr, ...]:
     return tuple(attrs)
 
 
+def _unix_time(moment: dt.datetime) -> dt.datetime | None:
+    return moment if moment >= UNIX_EPOCH else None
+
+
 def inventory_payload(item: InventoryItem) -> InventoryPayloadItem:
     """The product with its stock summed over every store of the account, cost and margin in ``customAttr``."""
     quantity = sum((s.quantity for s in item.stock), Decimal(0))
@@ -230,8 +237,8 @@ def inventory_payload(item: InventoryItem) -> InventoryPayloadItem:
         msrp=item.msrp,
         thc=item.thc_percent,
         cbd=item.cbd_percent,
-        date_added=item.created_at,
-        date_updated=item.last_modified_at,
+        date_added=_unix_time(item.created_at),
+        date_updated=_unix_time(item.last_modified_at),
         in_stock=quantity > 0,
         is_saleable=item.is_saleable,
         is_archived=item.is_archived,

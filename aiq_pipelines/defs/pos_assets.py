@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.settings import get_settings
+from aiq_pipelines.sync.progress import Progress
 from aiq_pipelines.sync.staging import (
     StageReport,
     SyncStore,
@@ -36,10 +37,12 @@ def _check_specs(asset: str, *, windowed: bool) -> list[dg.AssetCheckSpec]:
     return specs
 
 
-def _progress_logger(context: dg.AssetExecutionContext, every_chunks: int = 20):
+def _progress_logger(context: dg.AssetExecutionContext):
+    # The POS is read as a stream, so the total is unknown: records done and the rate, every PROGRESS_SECONDS.
+    progress = Progress(context.log.info, context.asset_key.to_user_string())
+
     def log(report: StageReport) -> None:
-        if report.chunks % every_chunks == 0:
-            context.log.info(f"{report.entity}: {report.staged} staged, {report.quarantined} quarantined so far")
+        progress.update(report.extracted, f"{report.staged:,} staged, {report.quarantined:,} quarantined")
 
     return log
 

@@ -50,7 +50,8 @@ class RecordRejected(ValueError):
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+    # A POS with integer ids or numeric phone columns (or a custom query's CAST) returns numbers for text fields.
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True, coerce_numbers_to_str=True)
 
     def content_hash(self) -> str:
         """A stable digest of the record's content, used to tell changed records from unchanged ones."""
@@ -185,9 +186,7 @@ def _validate(model: type[_Record], data: Mapping[str, Any]) -> Any:
 
 def _clean(value: Any) -> Any:
     # SQLite hands back NaN for a REAL column holding NaN; treat it as "not a number", not a value.
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    return value
+    return "NaN" if value.__class__ is float and math.isnan(value) else value
 
 
 def _row(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -207,6 +206,7 @@ def build_transaction(rows: Sequence[Mapping[str, Any]]) -> Transaction:
         raise RecordRejected("customer missing from the POS: customer_id has no row in customers")
     lines: list[dict[str, Any]] = []
     seen_lines: set[Any] = set()
+    line_columns = [(column, column.removeprefix("line_")) for column in head if column.startswith("line_")]
     for row in rows:
         if row.get("line_line_number") is None and row.get("line_product_id") is None:
             continue  # a receipt without lines: LEFT JOIN yields one empty line row
@@ -215,7 +215,7 @@ def build_transaction(rows: Sequence[Mapping[str, Any]]) -> Transaction:
         if row.get("line_line_number") in seen_lines:
             raise RecordRejected("duplicate line_number on the receipt (duplicate receipt id in the POS?)")
         seen_lines.add(row.get("line_line_number"))
-        lines.append(_row(row, "line_"))
+        lines.append({name: _clean(row[column]) for column, name in line_columns})
     if not lines:
         raise RecordRejected("receipt without lines")
     data = {k: _clean(v) for k, v in head.items() if not k.startswith("line_")}

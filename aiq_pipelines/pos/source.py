@@ -240,7 +240,8 @@ class PosSource:
                         f"the POS query for {entity} does not return the columns {sorted(missing)}; "
                         "see the README section on custom POS queries"
                     )
-                rows = (dict(row) for row in result.mappings())
+                columns = list(result.keys())
+                rows = (dict(zip(columns, row, strict=True)) for row in result)
                 for key, group in itertools.groupby(rows, key=lambda row: row[query.key]):
                     yield key, list(group)
         except sa.exc.SQLAlchemyError as exc:

@@ -3,17 +3,20 @@
 One ``Pusher`` serves one run and one AIQ account. Records are read from staging in chunks; each record's payload is
 hashed and compared with the ledger, so an unchanged record costs no request. Batches go through the client's bulk
 senders, and each acknowledged batch is written to the ledger in a transaction of its own before the next is sent.
-A sale's persona is always acknowledged by AIQ before the sale is sent.
+A sale's persona is always acknowledged by AIQ before the sale is sent. Each push holds the account's push lease
+(``sync.lease``), so runs that overlap take turns and none sends what another has just sent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +28,9 @@ from aiq_pipelines.aiq.client import AiqClient, AiqContactNotFoundError, AiqRefu
 from aiq_pipelines.aiq.payloads import AiqPayload, Member
 from aiq_pipelines.pos.records import InventoryItem, Persona, RecordRejected, Transaction, build_persona
 from aiq_pipelines.pos.source import PosSource, chunked
+from aiq_pipelines.sync.lease import push_lease
 from aiq_pipelines.sync.ledger import Ledger, LedgerEntry, aiq_ledger
+from aiq_pipelines.sync.progress import Progress
 from aiq_pipelines.sync.staging import (
     QuarantineTally,
     SyncStore,
@@ -79,6 +84,7 @@ class _Staged:
     source_hash: str
     business_date: dt.date | None
     entry: LedgerEntry | None = None
+    payload_hash: str = ""  # set once the payload is built, so it is hashed once
 
 
 class Pusher:
@@ -90,6 +96,7 @@ class Pusher:
         self.ledger = Ledger(store.engine, account)
         self.run_id = run_id
         self.log = log or logger
+        self._meter: tuple[str, Progress] | None = None
 
     # -- quarantine of push stages -------------------------------------------------------------------------
 
@@ -134,6 +141,10 @@ class Pusher:
                         for staged, stage, reason, digest in quarantined
                     ],
                 )
+
+    def _lease(self) -> AbstractContextManager[None]:
+        """The account's push lease: pushers working at once would each send what the other has not acknowledged."""
+        return push_lease(self.store.engine, self.ledger.account, self.run_id, self.log)
 
     def quarantine_count(self, entity: str) -> int:
         with self.store.engine.connect() as conn:
@@ -211,9 +222,10 @@ class Pusher:
                     continue
                 if self._override(staged, mapped.member, report):
                     continue
-                yield staged, mapped.member
+                yield dataclasses.replace(staged, payload_hash=digest), mapped.member
             self._settle("persona", cleared=cleared, quarantined=bad)
             self.ledger.refresh_source_hashes("persona", refresh)
+            self._progress(report)
 
     def _send_members(self, records: Iterable[tuple[Persona, _Staged]], report: PushReport) -> None:
         for outcome in self.client.send_members(self._member_candidates(records, report)):
@@ -221,11 +233,11 @@ class Pusher:
             for staged, member, ack in outcome.accepted:
                 previous = staged.entry
                 acked.append(LedgerEntry(
-                    staged.key, payload_hash(member), staged.source_hash, profile_hash(member), member.phone_number,
+                    staged.key, staged.payload_hash, staged.source_hash, profile_hash(member), member.phone_number,
                     member.email, ack.contact_id if ack else previous and previous.contact_id,
                     ack.src_id if ack else previous and previous.src_id,
                 ))
-            refused = [(s, "aiq", _refusal(message), payload_hash(m)) for s, m, message in outcome.refused]
+            refused = [(s, "aiq", _refusal(message), s.payload_hash) for s, _, message in outcome.refused]
             self._settle("persona", acked=acked, quarantined=refused)
             report.sent += len(acked)
             for staged, _, reason, _ in refused:
@@ -235,22 +247,26 @@ class Pusher:
     def push_personas(self, start: dt.datetime, end: dt.datetime) -> PushReport:
         """Send the personas staged for the business days in [start, end) that AIQ doesn't have as they are."""
         report = PushReport(entity="persona")
-        self._send_members(self._staged(staged_personas, Persona, start, end), report)
+        with self._lease():
+            self._start_progress("persona", staged_personas, start, end)
+            self._send_members(self._staged(staged_personas, Persona, start, end), report)
         return report
 
-    def _personas_by_id(self, customer_ids: set[str], source: PosSource, report: PushReport) -> None:
+    def _personas_by_id(self, customer_ids: Iterable[str], source: PosSource, report: PushReport) -> None:
         """Send customers that sales reference and AIQ lacks, read from the POS whenever they were last modified."""
 
         def records() -> Iterator[tuple[Persona, _Staged]]:
-            for key, rows in source.personas_by_id(sorted(customer_ids)):
-                try:
-                    persona = build_persona(rows[0])
-                except RecordRejected as exc:
-                    staged = _Staged(str(key), "", None)
-                    report.reject(staged.key, exc.reason)
-                    self._settle("persona", quarantined=[(staged, "payload", exc.reason, None)])
-                    continue
-                yield persona, _Staged(persona.customer_id, persona.content_hash(), None)
+            # The POS is asked PUSH_CHUNK ids at a time; the personas stream on into full batches.
+            for ids in chunked(iter(customer_ids), PUSH_CHUNK):
+                for key, rows in source.personas_by_id(sorted(ids)):
+                    try:
+                        persona = build_persona(rows[0])
+                    except RecordRejected as exc:
+                        staged = _Staged(str(key), "", None)
+                        report.reject(staged.key, exc.reason)
+                        self._settle("persona", quarantined=[(staged, "payload", exc.reason, None)])
+                        continue
+                    yield persona, _Staged(persona.customer_id, persona.content_hash(), None)
 
         self._send_members(records(), report)
 
@@ -302,9 +318,10 @@ class Pusher:
                 if staged.key in refused and refused[staged.key][0] == digest:
                     report.reject(staged.key, refused[staged.key][1])
                     continue
-                yield staged, visit
+                yield dataclasses.replace(staged, payload_hash=digest), visit
             self._settle("transaction", cleared=cleared, quarantined=bad)
             self.ledger.refresh_source_hashes("transaction", refresh)
+            self._progress(report)
 
     def push_sales(self, start: dt.datetime, end: dt.datetime, source: PosSource) -> tuple[PushReport, PushReport]:
         """Send the sales staged for [start, end) that AIQ doesn't have as they are; personas they need go first.
@@ -314,14 +331,20 @@ class Pusher:
         report = PushReport(entity="transaction")
         personas = PushReport(entity="persona")
         candidates = self._sale_candidates(self._staged(staged_transactions, Transaction, start, end), source, report, personas)
-        for outcome in self.client.send_sales(candidates):
-            acked = [LedgerEntry(s.key, payload_hash(v), s.source_hash) for s, v, _ in outcome.accepted]
-            refused = [(s, "aiq", _refusal(message), payload_hash(v)) for s, v, message in outcome.refused]
-            self._settle("transaction", acked=acked, quarantined=refused)
-            report.sent += len(acked)
-            for staged, _, reason, _ in refused:
-                report.reject(staged.key, reason)
-            self._progress(report)
+        with self._lease():
+            self._start_progress("transaction", staged_transactions, start, end)
+            # All personas the window's sales need, in one stream before any sale: full batches, not a partial one per
+            # chunk of sales. The per-chunk check in _sale_candidates still covers anything this pass missed.
+            self._personas_by_id(self._personas_missing(start, end), source, personas)
+            report.personas_sent_first += personas.sent
+            for outcome in self.client.send_sales(candidates):
+                acked = [LedgerEntry(s.key, s.payload_hash, s.source_hash) for s, _, _ in outcome.accepted]
+                refused = [(s, "aiq", _refusal(message), s.payload_hash) for s, _, message in outcome.refused]
+                self._settle("transaction", acked=acked, quarantined=refused)
+                report.sent += len(acked)
+                for staged, _, reason, _ in refused:
+                    report.reject(staged.key, reason)
+                self._progress(report)
         return report, personas
 
     # -- inventory ------------------------------------------------------------------------------------------
@@ -358,18 +381,21 @@ class Pusher:
                     if staged.key in refused and refused[staged.key][0] == digest:
                         report.reject(staged.key, refused[staged.key][1])
                         continue
-                    yield staged, payload
+                    yield dataclasses.replace(staged, payload_hash=digest), payload
                 self._settle("inventory", cleared=cleared, quarantined=bad)
                 self.ledger.refresh_source_hashes("inventory", refresh)
+                self._progress(report)
 
-        for outcome in self.client.send_inventory(candidates()):
-            acked = [LedgerEntry(s.key, payload_hash(p), s.source_hash) for s, p, _ in outcome.accepted]
-            refused = [(s, "aiq", _refusal(message), payload_hash(p)) for s, p, message in outcome.refused]
-            self._settle("inventory", acked=acked, quarantined=refused)
-            report.sent += len(acked)
-            for staged, _, reason, _ in refused:
-                report.reject(staged.key, reason)
-            self._progress(report)
+        with self._lease():
+            self._start_progress("inventory", staged_inventory)
+            for outcome in self.client.send_inventory(candidates()):
+                acked = [LedgerEntry(s.key, s.payload_hash, s.source_hash) for s, _, _ in outcome.accepted]
+                refused = [(s, "aiq", _refusal(message), s.payload_hash) for s, _, message in outcome.refused]
+                self._settle("inventory", acked=acked, quarantined=refused)
+                report.sent += len(acked)
+                for staged, _, reason, _ in refused:
+                    report.reject(staged.key, reason)
+                self._progress(report)
         return report
 
     # -- reading staging and proving delivery ---------------------------------------------------------------
@@ -415,9 +441,39 @@ class Pusher:
         with self.store.engine.connect() as conn:
             return conn.scalar(query) or 0
 
+    def _personas_missing(self, start: dt.datetime, end: dt.datetime) -> list[str]:
+        """Customers of the window's sales (voids aside) that the ledger lacks, in key order."""
+        first, stop = self._days(start, end)
+        sales = staged_transactions
+        known = sa.exists().where(
+            aiq_ledger.c.account == self.ledger.account, aiq_ledger.c.entity == "persona",
+            aiq_ledger.c.record_key == sales.c.customer_id,
+        )
+        query = (
+            sa.select(sales.c.customer_id).distinct()
+            .where(sales.c.business_date >= first, sales.c.business_date < stop, sales.c.customer_id.is_not(None),
+                   sa.not_(sales.c.is_void), sa.not_(known))
+            .order_by(sales.c.customer_id)
+        )
+        with self.store.engine.connect() as conn:
+            return list(conn.scalars(query))
+
+    def _start_progress(
+        self, entity: str, table: sa.Table, start: dt.datetime | None = None, end: dt.datetime | None = None
+    ) -> None:
+        """Count the staged records in scope, so progress lines can say how much is left."""
+        query = sa.select(sa.func.count()).select_from(table)
+        if start is not None and end is not None:
+            first, stop = self._days(start, end)
+            query = query.where(table.c.business_date >= first, table.c.business_date < stop)
+        with self.store.engine.connect() as conn:
+            total = conn.scalar(query) or 0
+        self._meter = (entity, Progress(self.log.info, f"push {entity}", total))
+
     def _progress(self, report: PushReport) -> None:
-        self.log.info(f"{report.entity}: {report.sent} sent, {report.unchanged} unchanged, "
-                      f"{report.quarantined} quarantined of {report.staged} read so far")
+        if self._meter is not None and self._meter[0] == report.entity:
+            self._meter[1].update(report.accounted, f"{report.sent:,} sent, {report.unchanged:,} unchanged, "
+                                                    f"{report.quarantined:,} quarantined")
 
 
 def _payload_reason(exc: ValidationError) -> str:

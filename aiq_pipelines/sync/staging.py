@@ -297,8 +297,7 @@ class SyncStore:
                 "customer_id": tx.customer_id,
                 "is_void": tx.is_void,
                 "last_modified_at": _naive_utc(tx.last_modified_at),
-                "record": tx.model_dump_json(),
-                "content_hash": tx.content_hash(),
+                **_record_columns(tx),
                 "run_id": run,
                 "staged_at": now,
             }
@@ -334,8 +333,7 @@ class SyncStore:
                 "customer_id": persona.customer_id,
                 "business_date": self.business_date(persona.last_modified_at),
                 "last_modified_at": _naive_utc(persona.last_modified_at),
-                "record": persona.model_dump_json(),
-                "content_hash": persona.content_hash(),
+                **_record_columns(persona),
                 "run_id": run,
                 "staged_at": now,
             }
@@ -368,8 +366,7 @@ class SyncStore:
         def to_row(item: InventoryItem, run: str, staged_at: dt.datetime) -> dict[str, Any]:
             return {
                 "product_id": item.product_id,
-                "record": item.model_dump_json(),
-                "content_hash": item.content_hash(),
+                **_record_columns(item),
                 "run_id": run,
                 "staged_at": staged_at,
             }
@@ -417,6 +414,12 @@ class SyncStore:
         with self.engine.connect() as conn:
             for (record,) in conn.execution_options(stream_results=True, yield_per=1000).execute(query):
                 yield model.model_validate_json(record)
+
+
+def _record_columns(record: Any) -> dict[str, str]:
+    """The staged JSON and its content hash (``record.content_hash()``), serialized once."""
+    text = record.model_dump_json()
+    return {"record": text, "content_hash": _sha256(text)}
 
 
 def _duplicate(column: str) -> Any:
