@@ -10,7 +10,7 @@ export AIQ_BASE_URL ?= $(SANDBOX_URL)
 export AIQ_API_KEY ?= sandbox-dev-key
 export AIQ_UID ?= sandbox
 
-.PHONY: dev test install demo-data sandbox clean
+.PHONY: dev test install demo-data sandbox clean bench
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -35,6 +35,10 @@ dev: install demo-data
 
 test: install
 	$(BIN)/pytest
+
+# Benchmarks (not part of `make test`): prints one table and writes bench/RESULTS.md; BENCH_ARGS="--sizes 10k" etc.
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache
