@@ -87,6 +87,42 @@ class _Staged:
     payload_hash: str = ""  # set once the payload is built, so it is hashed once
 
 
+@dataclass
+class _ChunkDiff:
+    """One chunk of staged records compared with the ledger, and what to write back once the chunk is done."""
+
+    entity: str
+    report: PushReport
+    entries: dict[str, LedgerEntry]
+    refused: dict[str, tuple[str, str]]
+    cleared: list[str] = field(default_factory=list)
+    bad: list[tuple[_Staged, str, str, str | None]] = field(default_factory=list)
+    refresh: list[tuple[str, str]] = field(default_factory=list)
+
+    def read(self, staged: _Staged) -> _Staged:
+        """Count the record and attach what the ledger knows about it."""
+        self.report.staged += 1
+        return dataclasses.replace(staged, entry=self.entries.get(staged.key))
+
+    def quarantine(self, staged: _Staged, reason: str) -> None:
+        self.report.reject(staged.key, reason)
+        self.bad.append((staged, "payload", reason, None))
+
+    def settled(self, staged: _Staged, digest: str) -> bool:
+        """True when AIQ already has this payload, or refused exactly this payload before: nothing to send."""
+        entry = staged.entry
+        if entry is not None and entry.payload_hash == digest:
+            self.report.unchanged += 1
+            self.cleared.append(staged.key)
+            if entry.source_hash != staged.source_hash:
+                self.refresh.append((staged.key, staged.source_hash))
+            return True
+        if staged.key in self.refused and self.refused[staged.key][0] == digest:
+            self.report.reject(staged.key, self.refused[staged.key][1])
+            return True
+        return False
+
+
 class Pusher:
     """Pushes staged records of one window (or the inventory snapshot) to one AIQ account."""
 
@@ -146,6 +182,15 @@ class Pusher:
         """The account's push lease: pushers working at once would each send what the other has not acknowledged."""
         return push_lease(self.store.engine, self.ledger.account, self.run_id, self.log)
 
+    def _diff(self, entity: str, chunk: Sequence[tuple[Any, _Staged]], report: PushReport) -> _ChunkDiff:
+        keys = [staged.key for _, staged in chunk]
+        return _ChunkDiff(entity, report, self.ledger.entries(entity, keys), self._refused(entity, keys))
+
+    def _write_back(self, diff: _ChunkDiff) -> None:
+        self._settle(diff.entity, cleared=diff.cleared, quarantined=diff.bad)
+        self.ledger.refresh_source_hashes(diff.entity, diff.refresh)
+        self._progress(diff.report)
+
     def quarantine_count(self, entity: str) -> int:
         with self.store.engine.connect() as conn:
             return conn.scalar(sa.select(sa.func.count()).select_from(quarantine).where(quarantine.c.entity == entity)) or 0
@@ -193,39 +238,20 @@ class Pusher:
         self, records: Iterable[tuple[Persona, _Staged]], report: PushReport
     ) -> Iterator[tuple[_Staged, Member]]:
         for chunk in chunked(iter(records), PUSH_CHUNK):
-            keys = [staged.key for _, staged in chunk]
-            entries = self.ledger.entries("persona", keys)
-            refused = self._refused("persona", keys)
-            cleared: list[str] = []
-            bad: list[tuple[_Staged, str, str, str | None]] = []
-            refresh: list[tuple[str, str]] = []
+            diff = self._diff("persona", chunk, report)
             for persona, staged in chunk:
-                report.staged += 1
-                staged = _Staged(staged.key, staged.source_hash, staged.business_date, entries.get(staged.key))
+                staged = diff.read(staged)
                 try:
                     mapped = mapping.member_payload(persona)
                 except ValidationError as exc:
-                    reason = _payload_reason(exc)
-                    report.reject(staged.key, reason)
-                    bad.append((staged, "payload", reason, None))
+                    diff.quarantine(staged, _payload_reason(exc))
                     continue
                 report.member_issues.update(mapped.issues)
                 digest = payload_hash(mapped.member)
-                if staged.entry is not None and staged.entry.payload_hash == digest:
-                    report.unchanged += 1
-                    cleared.append(staged.key)
-                    if staged.entry.source_hash != staged.source_hash:
-                        refresh.append((staged.key, staged.source_hash))
-                    continue
-                if staged.key in refused and refused[staged.key][0] == digest:
-                    report.reject(staged.key, refused[staged.key][1])
-                    continue
-                if self._override(staged, mapped.member, report):
+                if diff.settled(staged, digest) or self._override(staged, mapped.member, report):
                     continue
                 yield dataclasses.replace(staged, payload_hash=digest), mapped.member
-            self._settle("persona", cleared=cleared, quarantined=bad)
-            self.ledger.refresh_source_hashes("persona", refresh)
-            self._progress(report)
+            self._write_back(diff)
 
     def _send_members(self, records: Iterable[tuple[Persona, _Staged]], report: PushReport) -> None:
         for outcome in self.client.send_members(self._member_candidates(records, report)):
@@ -277,9 +303,7 @@ class Pusher:
         personas: PushReport,
     ) -> Iterator[tuple[_Staged, Any]]:
         for chunk in chunked(iter(records), PUSH_CHUNK):
-            keys = [staged.key for _, staged in chunk]
-            entries = self.ledger.entries("transaction", keys)
-            refused = self._refused("transaction", keys)
+            diff = self._diff("transaction", chunk, report)
             needed = {tx.customer_id for tx, _ in chunk if tx.customer_id and not tx.is_void}
             known = set(self.ledger.entries("persona", needed))
             if needed - known:
@@ -287,41 +311,24 @@ class Pusher:
                 self._personas_by_id(needed - known, source, personas)
                 report.personas_sent_first += personas.sent - sent_before
                 known = set(self.ledger.entries("persona", needed))
-            cleared: list[str] = []
-            bad: list[tuple[_Staged, str, str, str | None]] = []
-            refresh: list[tuple[str, str]] = []
             for tx, staged in chunk:
-                report.staged += 1
-                staged = _Staged(staged.key, staged.source_hash, staged.business_date, entries.get(staged.key))
+                staged = diff.read(staged)
                 if tx.is_void and staged.entry is None:
                     report.voided_unsent += 1  # voided before it was ever sent: AIQ never hears of it
-                    cleared.append(staged.key)
+                    diff.cleared.append(staged.key)
                     continue
                 if not tx.is_void and tx.customer_id and tx.customer_id not in known:
-                    report.reject(staged.key, WAITING_FOR_PERSONA)
-                    bad.append((staged, "payload", WAITING_FOR_PERSONA, None))
+                    diff.quarantine(staged, WAITING_FOR_PERSONA)
                     continue
                 try:
                     visit = mapping.void_sale_payload(tx) if tx.is_void else mapping.sale_payload(tx)
                 except ValidationError as exc:
-                    reason = _payload_reason(exc)
-                    report.reject(staged.key, reason)
-                    bad.append((staged, "payload", reason, None))
+                    diff.quarantine(staged, _payload_reason(exc))
                     continue
                 digest = payload_hash(visit)
-                if staged.entry is not None and staged.entry.payload_hash == digest:
-                    report.unchanged += 1
-                    cleared.append(staged.key)
-                    if staged.entry.source_hash != staged.source_hash:
-                        refresh.append((staged.key, staged.source_hash))
-                    continue
-                if staged.key in refused and refused[staged.key][0] == digest:
-                    report.reject(staged.key, refused[staged.key][1])
-                    continue
-                yield dataclasses.replace(staged, payload_hash=digest), visit
-            self._settle("transaction", cleared=cleared, quarantined=bad)
-            self.ledger.refresh_source_hashes("transaction", refresh)
-            self._progress(report)
+                if not diff.settled(staged, digest):
+                    yield dataclasses.replace(staged, payload_hash=digest), visit
+            self._write_back(diff)
 
     def push_sales(self, start: dt.datetime, end: dt.datetime, source: PosSource) -> tuple[PushReport, PushReport]:
         """Send the sales staged for [start, end) that AIQ doesn't have as they are; personas they need go first.
@@ -355,36 +362,18 @@ class Pusher:
 
         def candidates() -> Iterator[tuple[_Staged, Any]]:
             for chunk in chunked(iter(self._staged(staged_inventory, InventoryItem)), PUSH_CHUNK):
-                keys = [staged.key for _, staged in chunk]
-                entries = self.ledger.entries("inventory", keys)
-                refused = self._refused("inventory", keys)
-                cleared: list[str] = []
-                bad: list[tuple[_Staged, str, str, str | None]] = []
-                refresh: list[tuple[str, str]] = []
+                diff = self._diff("inventory", chunk, report)
                 for item, staged in chunk:
-                    report.staged += 1
-                    entry = entries.get(staged.key)
+                    staged = diff.read(staged)
                     try:
                         payload = mapping.inventory_payload(item)
                     except ValidationError as exc:
-                        reason = _payload_reason(exc)
-                        report.reject(staged.key, reason)
-                        bad.append((staged, "payload", reason, None))
+                        diff.quarantine(staged, _payload_reason(exc))
                         continue
                     digest = payload_hash(payload)
-                    if entry is not None and entry.payload_hash == digest:
-                        report.unchanged += 1
-                        cleared.append(staged.key)
-                        if entry.source_hash != staged.source_hash:
-                            refresh.append((staged.key, staged.source_hash))
-                        continue
-                    if staged.key in refused and refused[staged.key][0] == digest:
-                        report.reject(staged.key, refused[staged.key][1])
-                        continue
-                    yield dataclasses.replace(staged, payload_hash=digest), payload
-                self._settle("inventory", cleared=cleared, quarantined=bad)
-                self.ledger.refresh_source_hashes("inventory", refresh)
-                self._progress(report)
+                    if not diff.settled(staged, digest):
+                        yield dataclasses.replace(staged, payload_hash=digest), payload
+                self._write_back(diff)
 
         with self._lease():
             self._start_progress("inventory", staged_inventory)
