@@ -32,7 +32,6 @@ CLOCK_SKEW_OVERLAP = dt.timedelta(minutes=2)
 FIRST_TICK_LOOKBACK = dt.timedelta(days=1)
 # Early morning, after the stores close and before they open: yesterday is complete and nobody is editing it.
 RECONCILIATION_CRON = "30 4 * * *"
-_END_OF_TIME = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
 _JUST_AFTER = dt.timedelta(microseconds=1)
 
 # One process per run, not per step: while the stores sell, the sensor starts a run every minute or two, and a
@@ -104,16 +103,22 @@ def _overlap(source: PosSource, watermark_at: dt.datetime) -> list[PosChange]:
     return source.changes(watermark_at - CLOCK_SKEW_OVERLAP, watermark_at + _JUST_AFTER)
 
 
+def _horizon() -> dt.datetime:
+    """The newest change a tick looks at. A row stamped in the future (a register's clock far ahead, a placeholder
+    date) would otherwise drag the watermark past every real change to come, and the sensor would see nothing again."""
+    return dt.datetime.now(dt.UTC) + CLOCK_SKEW_OVERLAP
+
+
 def _first_tick(source: PosSource, today: str) -> dg.SensorResult:
     since = dt.datetime.now(dt.UTC) - FIRST_TICK_LOOKBACK
-    newest = max((change.last_modified_at for change in source.changes(since, _END_OF_TIME)), default=since)
+    newest = max((change.last_modified_at for change in source.changes(since, _horizon())), default=since)
     watermark = Watermark(newest, _rows(_overlap(source, newest)))
     return dg.SensorResult(run_requests=[_request(today, watermark)], cursor=watermark.to_cursor())
 
 
 def _next_tick(source: PosSource, previous: Watermark, first: str, today: str) -> dg.SensorResult | dg.SkipReason:
     after = previous.at + _JUST_AFTER
-    newer = source.changes(after, _END_OF_TIME)
+    newer = source.changes(after, _horizon())
     newest = max((change.last_modified_at for change in newer), default=previous.at)
     # Counted before the rows it covers are read below: a row landing in between is counted next tick, never lost.
     overlap_rows = _rows(_overlap(source, newest)) if newer else None

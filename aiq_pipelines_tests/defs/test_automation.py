@@ -120,6 +120,21 @@ def test_a_new_sale_today_requests_today_only(shop, watching):
     assert tick(shop.url, result.cursor).skip is not None, "the same sale is not requested twice"
 
 
+def test_a_row_stamped_in_the_future_does_not_blind_the_sensor(shop, watching):
+    edit_sale(shop, "S-10-a", dt.datetime(2099, 1, 1))
+    now = utc_now()
+    shop.add_sale("NEW", now, customer_id="C1")
+
+    result = tick(shop.url, watching.cursor)
+    later = now + dt.timedelta(seconds=1)
+    shop.add_sale("NEWER", later, customer_id="C1")
+    next_result = tick(shop.url, result.cursor)
+
+    assert result.requests.keys() == {today()} and result.watermark.at == now.replace(tzinfo=dt.UTC)
+    assert next_result.requests.keys() == {today()}, "changes after a future-stamped row are still seen"
+    assert next_result.watermark.at == later.replace(tzinfo=dt.UTC)
+
+
 def test_a_late_edit_to_an_older_day_requests_exactly_that_day(shop, watching):
     edit_sale(shop, "S-9-b", utc_now())
 
