@@ -24,7 +24,12 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from aiq_pipelines.aiq import mapping
-from aiq_pipelines.aiq.client import AiqClient, AiqContactNotFoundError, AiqRefusedError, redact_personal_data
+from aiq_pipelines.aiq.client import (
+    AiqClient,
+    AiqContactNotFoundError,
+    BatchOutcome,
+    redact_personal_data,
+)
 from aiq_pipelines.aiq.payloads import AiqPayload, Member
 from aiq_pipelines.pos.records import InventoryItem, Persona, RecordRejected, Transaction, build_persona
 from aiq_pipelines.pos.source import PosSource, chunked
@@ -191,6 +196,15 @@ class Pusher:
         self.ledger.refresh_source_hashes(diff.entity, diff.refresh)
         self._progress(diff.report)
 
+    def _record(self, outcome: BatchOutcome, acked: Sequence[LedgerEntry], report: PushReport) -> None:
+        """One batch AIQ answered: its acknowledged records into the ledger, its refused ones into quarantine."""
+        refused = [(s, "aiq", _refusal(message), s.payload_hash) for s, _, message in outcome.refused]
+        self._settle(report.entity, acked=acked, quarantined=refused)
+        report.sent += len(acked)
+        for staged, _, reason, _ in refused:
+            report.reject(staged.key, reason)
+        self._progress(report)
+
     def quarantine_count(self, entity: str) -> int:
         with self.store.engine.connect() as conn:
             return conn.scalar(sa.select(sa.func.count()).select_from(quarantine).where(quarantine.c.entity == entity)) or 0
@@ -263,12 +277,7 @@ class Pusher:
                     member.email, ack.contact_id if ack else previous and previous.contact_id,
                     ack.src_id if ack else previous and previous.src_id,
                 ))
-            refused = [(s, "aiq", _refusal(message), s.payload_hash) for s, _, message in outcome.refused]
-            self._settle("persona", acked=acked, quarantined=refused)
-            report.sent += len(acked)
-            for staged, _, reason, _ in refused:
-                report.reject(staged.key, reason)
-            self._progress(report)
+            self._record(outcome, acked, report)
 
     def push_personas(self, start: dt.datetime, end: dt.datetime) -> PushReport:
         """Send the personas staged for the business days in [start, end) that AIQ doesn't have as they are."""
@@ -346,12 +355,7 @@ class Pusher:
             report.personas_sent_first += personas.sent
             for outcome in self.client.send_sales(candidates):
                 acked = [LedgerEntry(s.key, s.payload_hash, s.source_hash) for s, _, _ in outcome.accepted]
-                refused = [(s, "aiq", _refusal(message), s.payload_hash) for s, _, message in outcome.refused]
-                self._settle("transaction", acked=acked, quarantined=refused)
-                report.sent += len(acked)
-                for staged, _, reason, _ in refused:
-                    report.reject(staged.key, reason)
-                self._progress(report)
+                self._record(outcome, acked, report)
         return report, personas
 
     # -- inventory ------------------------------------------------------------------------------------------
@@ -379,12 +383,7 @@ class Pusher:
             self._start_progress("inventory", staged_inventory)
             for outcome in self.client.send_inventory(candidates()):
                 acked = [LedgerEntry(s.key, s.payload_hash, s.source_hash) for s, _, _ in outcome.accepted]
-                refused = [(s, "aiq", _refusal(message), s.payload_hash) for s, _, message in outcome.refused]
-                self._settle("inventory", acked=acked, quarantined=refused)
-                report.sent += len(acked)
-                for staged, _, reason, _ in refused:
-                    report.reject(staged.key, reason)
-                self._progress(report)
+                self._record(outcome, acked, report)
         return report
 
     # -- reading staging and proving delivery ---------------------------------------------------------------
