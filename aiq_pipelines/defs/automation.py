@@ -85,11 +85,13 @@ def _rows(changes: Iterable[PosChange]) -> int:
 
 
 def _local_days(changes: Iterable[PosChange], timezone: zoneinfo.ZoneInfo) -> set[str]:
-    # A change group spans at most an hour, so its first and last rows name every local day it touches.
+    # A change group spans at most an hour, so its first and last rows name every local day it touches. Rows without
+    # a business timestamp name none: the next extract of any day quarantines them.
     return {
         moment.astimezone(timezone).date().isoformat()
         for change in changes
         for moment in (change.first_business_at, change.last_business_at)
+        if moment is not None
     }
 
 

@@ -10,8 +10,10 @@ from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.settings import get_settings
 from aiq_pipelines.sync.progress import Progress
+from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.sync.staging import (
     StageReport,
+    StrayReport,
     SyncStore,
     staged_inventory,
     staged_personas,
@@ -21,6 +23,7 @@ from aiq_pipelines.sync.staging import (
 CHECK_UNIQUE = "unique_keys"
 CHECK_WINDOW = "within_window"
 CHECK_QUARANTINE = "quarantine_rate"
+CHECK_STRAYS = "none_outside_partitions"
 
 
 def _check_specs(asset: str, *, windowed: bool) -> list[dg.AssetCheckSpec]:
@@ -34,6 +37,11 @@ def _check_specs(asset: str, *, windowed: bool) -> list[dg.AssetCheckSpec]:
     if windowed:
         specs.append(dg.AssetCheckSpec(CHECK_WINDOW, asset=asset, blocking=True,
                                        description="No staged record falls outside the partition's business days."))
+        specs.append(dg.AssetCheckSpec(
+            CHECK_STRAYS, asset=asset,
+            description="No POS record is dated where no partition reads it (no date, later than today, or before "
+                        "POS_START_DATE though modified since). Those are quarantined; a warning, not a stop.",
+        ))
     return specs
 
 
@@ -47,8 +55,45 @@ def _progress_logger(context: dg.AssetExecutionContext):
     return log
 
 
+def _quarantine_strays(
+    context: dg.AssetExecutionContext, source: PosSource, store: SyncStore, entity: str
+) -> tuple[StrayReport | None, dg.AssetCheckResult]:
+    """Quarantine the POS records of ``entity`` that lie outside every partition, and the check that reports them."""
+    partitions = context.assets_def.partitions_def
+    assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
+    first, last = partitions.get_first_partition_window(), partitions.get_last_partition_window()
+    if not source.reads_strays(entity):
+        return None, dg.AssetCheckResult(
+            check_name=CHECK_STRAYS,
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"POS_QUERIES_FILE replaces the {entity} query but has no stray_{entity} query, so records dated "
+                "outside every partition cannot be found; see the README section on custom POS queries."
+            ),
+        )
+    assert first is not None and last is not None  # a run of this asset has a partition
+    strays = store.quarantine_strays(source, entity, first.start, last.end, run_id=context.run.run_id)
+    return strays, dg.AssetCheckResult(
+        check_name=CHECK_STRAYS,
+        passed=strays.quarantined == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"outside_partitions": strays.quarantined},
+        description=None if strays.quarantined == 0 else (
+            f"{strays.quarantined} {entity} lie outside every partition and are quarantined: "
+            f"{'; '.join(strays.reasons)}."
+        ),
+    )
+
+
 def _extract_result(
-    report: StageReport, store: SyncStore, table: sa.Table, run_id: str, *, windowed: bool
+    report: StageReport,
+    store: SyncStore,
+    table: sa.Table,
+    run_id: str,
+    *,
+    windowed: bool,
+    strays: tuple[StrayReport | None, dg.AssetCheckResult] | None = None,
 ) -> dg.MaterializeResult:
     settings = get_settings()
     max_rate = settings.quarantine_max_rate
@@ -98,6 +143,12 @@ def _extract_result(
     if windowed:
         metadata["window_start"] = report.window_start.isoformat()
         metadata["window_end"] = report.window_end.isoformat()
+    if strays is not None:
+        stray_report, stray_check = strays
+        checks.append(stray_check)
+        if stray_report is not None:
+            metadata["outside_partitions"] = stray_report.quarantined
+            metadata["outside_partitions_reasons"] = dg.MetadataValue.md(stray_report.reasons_markdown())
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
@@ -120,13 +171,17 @@ def pos_transactions(context: dg.AssetExecutionContext, pos: PosDatabase, sync: 
     Replaces the window's staged receipts with what the POS holds now, so re-runs are idempotent. A receipt whose
     store, customer or products are missing from the POS, whose lines don't reconcile with its total within a
     cent, or whose values don't parse is quarantined with its reason; the rest of the day is staged.
+
+    Each run also quarantines the sales no partition reads (no date, later than today, or dated before
+    POS_START_DATE though modified since); the check none_outside_partitions warns about them.
     """
     start, end = _window(context)
-    store = sync.store()
+    store, source = sync.store(), pos.source()
     report = store.stage_transactions(
-        pos.source(), start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
+        source, start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
-    return _extract_result(report, store, staged_transactions, context.run.run_id, windowed=True)
+    strays = _quarantine_strays(context, source, store, "transactions")
+    return _extract_result(report, store, staged_transactions, context.run.run_id, windowed=True, strays=strays)
 
 
 @dg.asset(
@@ -141,13 +196,16 @@ def pos_personas(context: dg.AssetExecutionContext, pos: PosDatabase, sync: Sync
 
     Phones and emails are kept as typed; the AIQ mapping normalizes them. A customer whose values don't parse
     (an impossible birthday, a missing key) is quarantined with its reason.
+
+    Each run also quarantines the customers no partition reads (last modified at no date or later than today).
     """
     start, end = _window(context)
-    store = sync.store()
+    store, source = sync.store(), pos.source()
     report = store.stage_personas(
-        pos.source(), start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
+        source, start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
-    return _extract_result(report, store, staged_personas, context.run.run_id, windowed=True)
+    strays = _quarantine_strays(context, source, store, "personas")
+    return _extract_result(report, store, staged_personas, context.run.run_id, windowed=True, strays=strays)
 
 
 @dg.asset(group_name="pos", kinds={"sql", "python"}, check_specs=_check_specs("pos_inventory", windowed=False))

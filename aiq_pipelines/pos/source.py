@@ -8,6 +8,7 @@ PostgreSQL), so memory never grows with the length of the window.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
@@ -72,6 +73,33 @@ LEFT JOIN locations l ON l.location_id = s.location_id
 ORDER BY p.product_id, s.location_id
 """
 
+# Sales and customers no partition will ever read: a business timestamp that is missing, later than the last
+# partition (:window_end), or, for sales, earlier than the first partition (:window_start) although the row was
+# written since then (a terminal whose clock reset to 1900 or 1970). Sales dated and written before POS_START_DATE are
+# history the operator chose not to sync, so they are not strays. Written for index range scans on transaction_at and
+# last_modified_at: MATERIALIZED keeps SQLite from walking the primary key to skip the sort, and COALESCE keeps it
+# from scanning every row modified since :window_start. Costs ~0.1 ms on a 1M-sale POS without earlier history.
+STRAY_TRANSACTIONS_SQL = """
+WITH strays AS MATERIALIZED (
+    SELECT transaction_id, transaction_at AS business_at FROM transactions WHERE transaction_at IS NULL
+    UNION ALL
+    SELECT transaction_id, transaction_at FROM transactions WHERE transaction_at >= :window_end
+    UNION ALL
+    SELECT transaction_id, transaction_at FROM transactions
+    WHERE transaction_at < :window_start AND COALESCE(last_modified_at, transaction_at) >= :window_start
+)
+SELECT transaction_id, business_at FROM strays ORDER BY transaction_id
+"""
+
+STRAY_PERSONAS_SQL = """
+WITH strays AS MATERIALIZED (
+    SELECT customer_id, last_modified_at AS business_at FROM customers WHERE last_modified_at IS NULL
+    UNION ALL
+    SELECT customer_id, last_modified_at FROM customers WHERE last_modified_at >= :window_end
+)
+SELECT customer_id, business_at FROM strays ORDER BY customer_id
+"""
+
 # What the change sensor reads: rows modified in [:since, :until), grouped by the UTC hour of their business time
 # (a sale's transaction_at, a customer's last_modified_at) so a burst of edits returns one row per hour, not per record.
 # A group spanning at most an hour touches at most two local days, and both only when its first and last rows do.
@@ -98,7 +126,9 @@ class EntityQuery:
     sql: str
     key: str
     required_columns: frozenset[str]
-    windowed: bool
+    # The bind parameters a custom SELECT must use, and what it must do with them (for the error message).
+    parameters: tuple[str, ...] = ()
+    filter_rule: str = ""
 
 
 QUERIES: dict[str, EntityQuery] = {
@@ -111,21 +141,24 @@ QUERIES: dict[str, EntityQuery] = {
              "transaction_at", "subtotal", "total", "last_modified_at", "line_line_number", "line_product_id",
              "line_product_exists", "line_sku", "line_name", "line_quantity", "line_unit_price"}
         ),
-        windowed=True,
+        parameters=("window_start", "window_end"),
+        filter_rule="filter on :window_start and :window_end (UTC timestamps, start inclusive, end exclusive)",
     ),
     "personas": EntityQuery(
         "personas",
         PERSONAS_SQL,
         key="customer_id",
         required_columns=frozenset({"customer_id", "created_at", "last_modified_at"}),
-        windowed=True,
+        parameters=("window_start", "window_end"),
+        filter_rule="filter on :window_start and :window_end (UTC timestamps, start inclusive, end exclusive)",
     ),
     "personas_by_id": EntityQuery(
         "personas_by_id",
         PERSONAS_BY_ID_SQL,
         key="customer_id",
         required_columns=frozenset({"customer_id", "created_at", "last_modified_at"}),
-        windowed=False,
+        parameters=("customer_ids",),
+        filter_rule="filter on IN :customer_ids",
     ),
     "inventory": EntityQuery(
         "inventory",
@@ -133,14 +166,33 @@ QUERIES: dict[str, EntityQuery] = {
         key="product_id",
         required_columns=frozenset({"product_id", "sku", "name", "unit_price", "created_at", "last_modified_at",
                                     "stock_location_id", "stock_location_name", "stock_quantity"}),
-        windowed=False,
+    ),
+    "stray_transactions": EntityQuery(
+        "stray_transactions",
+        STRAY_TRANSACTIONS_SQL,
+        key="transaction_id",
+        required_columns=frozenset({"transaction_id", "business_at"}),
+        parameters=("window_start", "window_end"),
+        filter_rule=(
+            "return the sales whose transaction_at is NULL, at or after :window_end, or before :window_start while "
+            "last_modified_at is not (UTC timestamps: the first partition's start and the last partition's end)"
+        ),
+    ),
+    "stray_personas": EntityQuery(
+        "stray_personas",
+        STRAY_PERSONAS_SQL,
+        key="customer_id",
+        required_columns=frozenset({"customer_id", "business_at"}),
+        parameters=("window_end",),
+        filter_rule="return the customers whose last_modified_at is NULL or at or after :window_end (a UTC timestamp)",
     ),
     "changes": EntityQuery(
         "changes",
         CHANGES_SQL,
         key="first_business_at",
         required_columns=frozenset({"first_business_at", "last_business_at", "last_modified_at", "changed_rows"}),
-        windowed=False,
+        parameters=("since", "until"),
+        filter_rule="filter last_modified_at on :since and :until (UTC timestamps, since inclusive, until exclusive)",
     ),
 }
 
@@ -169,19 +221,9 @@ def load_queries(path: Path | None) -> dict[str, EntityQuery]:
         default = QUERIES[entity]
         if not isinstance(sql, str) or not sql.strip():
             raise PosQueryError(f"POS_QUERIES_FILE {path}: {entity} must be a SELECT statement")
-        if entity == "personas_by_id" and ":customer_ids" not in sql:
-            raise PosQueryError(f"POS_QUERIES_FILE {path}: the personas_by_id query must filter on IN :customer_ids")
-        if entity == "changes" and not (":since" in sql and ":until" in sql):
-            raise PosQueryError(
-                f"POS_QUERIES_FILE {path}: the changes query must filter last_modified_at on :since and :until "
-                "(UTC timestamps, since inclusive, until exclusive)"
-            )
-        if default.windowed and not (":window_start" in sql and ":window_end" in sql):
-            raise PosQueryError(
-                f"POS_QUERIES_FILE {path}: the {entity} query must filter on :window_start and :window_end "
-                "(UTC timestamps, start inclusive, end exclusive)"
-            )
-        queries[entity] = EntityQuery(entity, sql, default.key, default.required_columns, default.windowed)
+        if not all(f":{name}" in sql for name in default.parameters):
+            raise PosQueryError(f"POS_QUERIES_FILE {path}: the {entity} query must {default.filter_rule}")
+        queries[entity] = dataclasses.replace(default, sql=sql)
     return queries
 
 
@@ -190,21 +232,36 @@ RowGroup = tuple[Any, list[Mapping[str, Any]]]
 
 @dataclass(frozen=True)
 class PosChange:
-    """POS rows modified in a window whose business timestamps lie within one hour (aware UTC datetimes)."""
+    """POS rows modified in a window whose business timestamps lie within one hour (aware UTC datetimes).
 
-    first_business_at: dt.datetime
-    last_business_at: dt.datetime
+    The business timestamps are None for rows whose own is missing or not a timestamp: strays, which no partition reads
+    (the extracts quarantine them).
+    """
+
+    first_business_at: dt.datetime | None
+    last_business_at: dt.datetime | None
     last_modified_at: dt.datetime
     rows: int
 
 
+def utc_timestamp(value: Any) -> dt.datetime | None:
+    """A timestamp as the POS returns it (text on SQLite, a datetime on PostgreSQL; naive means UTC) as an aware UTC
+    datetime, or None when it is missing or not a timestamp."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 def _utc(column: str, value: Any) -> dt.datetime:
-    """A timestamp as the POS returns it (text on SQLite, a datetime on PostgreSQL), as an aware UTC datetime."""
-    try:
-        moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-        return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
-    except (AttributeError, TypeError, ValueError):
-        raise PosQueryError(f"the POS changes query returned a {column} that is not a timestamp") from None
+    moment = utc_timestamp(value)
+    if moment is None:
+        raise PosQueryError(f"the POS changes query returned a {column} that is not a timestamp")
+    return moment
 
 
 class PosSource:
@@ -262,6 +319,18 @@ class PosSource:
         """The customers with these ids, however long ago they were modified (sales need their persona first)."""
         return self._stream("personas_by_id", {"customer_ids": list(customer_ids)})
 
+    def strays(self, entity: str, first_start: dt.datetime, last_end: dt.datetime) -> Iterator[RowGroup]:
+        """Rows of ``entity`` (transactions or personas) no partition from ``first_start`` to ``last_end`` reads.
+
+        One row per record with ``business_at`` (its raw business timestamp, possibly NULL or not a timestamp).
+        """
+        return self._stream(f"stray_{entity}", self._window_params(first_start, last_end))
+
+    def reads_strays(self, entity: str) -> bool:
+        """Whether the strays of ``entity`` can be read: a custom query for the entity needs a custom stray query."""
+        customized = self.queries[entity].sql is not QUERIES[entity].sql
+        return not customized or self.queries[f"stray_{entity}"].sql is not QUERIES[f"stray_{entity}"].sql
+
     def inventory(self) -> Iterator[RowGroup]:
         """Every product with one row per store that stocks it."""
         return self._stream("inventory", {})
@@ -271,8 +340,8 @@ class PosSource:
         params = {"since": self._timestamp_param(since), "until": self._timestamp_param(until)}
         return [
             PosChange(
-                first_business_at=_utc("first_business_at", row["first_business_at"]),
-                last_business_at=_utc("last_business_at", row["last_business_at"]),
+                first_business_at=utc_timestamp(row["first_business_at"]),
+                last_business_at=utc_timestamp(row["last_business_at"]),
                 last_modified_at=_utc("last_modified_at", row["last_modified_at"]),
                 rows=int(row["changed_rows"]),
             )

@@ -28,7 +28,7 @@ from aiq_pipelines.pos.records import (
     build_persona,
     build_transaction,
 )
-from aiq_pipelines.pos.source import PosSource, RowGroup, chunked
+from aiq_pipelines.pos.source import PosSource, RowGroup, chunked, utc_timestamp
 from aiq_pipelines.sync.engines import create_tables, engine_for
 
 metadata = sa.MetaData()
@@ -161,6 +161,13 @@ class StageReport(QuarantineTally):
         return self.quarantined / self.extracted if self.extracted else 0.0
 
 
+@dataclass(kw_only=True)
+class StrayReport(QuarantineTally):
+    """Records no partition reads (see ``PosSource.strays``), quarantined so they are not lost silently."""
+
+    entity: str
+
+
 @dataclass(frozen=True)
 class WindowCheck:
     """Counts behind the blocking checks of an extract."""
@@ -210,14 +217,8 @@ class SyncStore:
 
     def _raw_business_date(self, value: Any, fallback: dt.date) -> dt.date:
         """Business day of a raw timestamp that may not parse (a quarantined row still belongs to a day)."""
-        if isinstance(value, dt.datetime):
-            return self.business_date(value)
-        if isinstance(value, str):
-            try:
-                return self.business_date(dt.datetime.fromisoformat(value))
-            except ValueError:
-                pass
-        return fallback
+        moment = utc_timestamp(value)
+        return fallback if moment is None else self.business_date(moment)
 
     def _stage(
         self,
@@ -275,6 +276,48 @@ class SyncStore:
                 report.chunks += 1
                 if on_chunk is not None:
                     on_chunk(report)
+        return report
+
+    def quarantine_strays(
+        self, source: PosSource, entity: str, first_start: dt.datetime, last_end: dt.datetime, *, run_id: str
+    ) -> StrayReport:
+        """Replace the quarantined strays of ``entity`` ("transactions" or "personas") with those the POS holds now.
+
+        ``first_start`` and ``last_end`` bound every partition. A stray's quarantine row carries its own business day
+        (none when it has no timestamp), outside every partition, so no partition's extract replaces it; a stray
+        that comes into range (a sale dated tomorrow, once tomorrow is a partition) is staged by its day's extract.
+        """
+        name, column = {"transactions": ("transaction", "transaction_at"), "personas": ("persona", "last_modified_at")}[
+            entity
+        ]
+        report = StrayReport(entity=name)
+        first_day, end_day = self._window_dates(first_start, last_end)
+        rejects: list[tuple[Any, dt.date | None, str, Any]] = []
+        for key, rows in source.strays(entity, first_start, last_end):
+            moment = utc_timestamp(rows[0]["business_at"])
+            if moment is None:
+                reason = f"{column} is missing or not a timestamp: the record belongs to no business day"
+            elif moment >= last_end:
+                reason = (f"{column} is later than today in POS_TIMEZONE: no partition reads the record until its "
+                          "day comes; check the POS clock or the record")
+            elif moment < first_start:
+                reason = (f"{column} is before POS_START_DATE although the record was modified since: no partition "
+                          "reads it; check the POS clock or the record, or move POS_START_DATE back")
+            else:
+                continue  # inside the partitions after all (SQLite compared its text): its day's extract reads it
+            rejects.append((key, None if moment is None else self.business_date(moment), reason, rows))
+            report.reject(key, reason)
+        outside = sa.or_(
+            quarantine.c.business_date.is_(None),
+            quarantine.c.business_date < first_day,
+            quarantine.c.business_date >= end_day,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                quarantine.delete().where(quarantine.c.entity == name, quarantine.c.stage == "extract", outside)
+            )
+            if rejects:
+                conn.execute(quarantine.insert(), self._quarantine_rows(name, run_id, rejects))
         return report
 
     def stage_transactions(

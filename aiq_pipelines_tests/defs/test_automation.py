@@ -173,6 +173,18 @@ def test_a_burst_across_days_requests_each_changed_day_once(shop, watching):
     assert result.watermark.at == (now + dt.timedelta(seconds=9)).replace(tzinfo=dt.UTC)
 
 
+def test_a_sale_whose_timestamp_is_not_one_names_no_day_and_does_not_stop_the_sensor(shop, watching):
+    now = utc_now()
+    shop.add_sale("GARBLED", local(2026, 6, 10, 12), modified=now)
+    shop.execute("UPDATE transactions SET transaction_at = 'last tuesday' WHERE transaction_id = 'GARBLED'")
+    edit_sale(shop, "S-10-a", now + dt.timedelta(seconds=1))
+
+    result = tick(shop.url, watching.cursor)
+
+    assert list(result.requests) == ["2026-06-10"], "the garbled sale is the extract's to quarantine"
+    assert result.watermark.at == (now + dt.timedelta(seconds=1)).replace(tzinfo=dt.UTC)
+
+
 def test_a_burst_comes_back_as_one_group_per_business_hour(pos):
     now = utc_now()
     for n in range(120):

@@ -15,7 +15,7 @@ from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.pos.source import TRANSACTIONS_SQL
-from aiq_pipelines.sync.staging import staged_transactions
+from aiq_pipelines.sync.staging import quarantine, staged_transactions
 
 
 def resources(pos_url: str, sync_url: str) -> dict:
@@ -66,7 +66,7 @@ def test_a_demo_day_stages_exactly_that_local_days_receipts(demo_pos_url, sync_u
     assert metadata["window_end"].value == "2026-03-10T00:00:00-06:00"
     assert metadata["quarantine_reasons"].value == "No records quarantined."
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"unique_keys": True, "within_window": True, "quarantine_rate": True}
+    assert checks == {"unique_keys": True, "within_window": True, "quarantine_rate": True, "none_outside_partitions": True}
 
 
 def test_a_partition_range_is_one_run(demo_pos_url, sync_url):
@@ -144,6 +144,64 @@ def test_window_check_catches_a_query_that_ignores_the_window(tmp_path, pos, syn
     evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["within_window"]
     assert not evaluation.passed and evaluation.metadata["outside_window"].value == 1
     assert "must filter on :window_start/:window_end" in evaluation.description
+
+
+def stray_quarantine(sync_url: str) -> dict[str, tuple[dt.date | None, str]]:
+    with sa.create_engine(sync_url).connect() as conn:
+        rows = conn.execute(sa.select(quarantine.c.record_key, quarantine.c.business_date, quarantine.c.reason))
+        return {key: (day, reason) for key, day, reason in rows}
+
+
+def test_records_dated_outside_every_partition_are_quarantined_with_a_warning_not_lost(pos, sync_url):
+    day = dt.datetime(2026, 6, 10, 18)
+    pos.add_customer("C-2099", modified=dt.datetime(2099, 1, 1))
+    pos.add_sale("in-day", day)
+    pos.add_sale("clock-reset-1900", dt.datetime(1900, 1, 1), modified=day)
+    pos.add_sale("dated-2099", dt.datetime(2099, 1, 1, 12))
+    pos.add_sale("history-before-start", dt.datetime(2025, 6, 1, 18))  # written then too: history left out by choice
+
+    def run(key: str) -> dg.ExecuteInProcessResult:
+        with dg.instance_for_test() as instance:
+            return dg.materialize([pos_transactions, pos_personas], resources=resources(pos.url, sync_url),
+                                  partition_key=key, instance=instance)
+
+    result = run("2026-06-10")
+
+    assert result.success, "strays warn; they do not stop the day's sync"
+    assert sorted(staged(sync_url)) == ["in-day"]
+    held_back = stray_quarantine(sync_url)
+    assert set(held_back) == {"clock-reset-1900", "dated-2099", "C-2099"}
+    assert held_back["clock-reset-1900"][0] == dt.date(1899, 12, 31), "its own business day, in POS_TIMEZONE"
+    assert "before POS_START_DATE although the record was modified since" in held_back["clock-reset-1900"][1]
+    assert held_back["dated-2099"] == (dt.date(2099, 1, 1), held_back["C-2099"][1].replace("last_modified_at", "transaction_at"))
+    assert "later than today in POS_TIMEZONE" in held_back["dated-2099"][1]
+    evaluations = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+    for asset, count in (("pos_transactions", 2), ("pos_personas", 1)):
+        evaluation = evaluations[(asset, "none_outside_partitions")]
+        assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+        assert evaluation.metadata["outside_partitions"].value == count
+        assert result.asset_materializations_for_node(asset)[0].metadata["outside_partitions"].value == count
+
+    pos.execute("UPDATE transactions SET transaction_at = :at WHERE transaction_id = 'dated-2099'",
+                at=dt.datetime(2026, 6, 11, 18))
+    pos.execute("UPDATE customers SET last_modified_at = :at WHERE customer_id = 'C-2099'", at=day)
+    run("2026-06-10")
+    assert set(stray_quarantine(sync_url)) == {"clock-reset-1900"}, "a stray fixed at the source leaves quarantine"
+    run("2026-06-11")
+    assert sorted(staged(sync_url)) == ["dated-2099", "in-day"], "and its day's extract stages it"
+
+
+def test_a_custom_transactions_query_without_a_stray_query_warns_that_strays_cannot_be_found(tmp_path, pos, sync_url):
+    pos.add_sale("in-day", dt.datetime(2026, 6, 10, 18))
+    queries = tmp_path / "q.yaml"
+    queries.write_text("transactions: |\n" + "".join(f"  {line}\n" for line in TRANSACTIONS_SQL.splitlines()))
+    res = {"pos": PosDatabase(url=pos.url, queries_file=str(queries)), "sync": SyncDatabase(url=sync_url, timezone="America/Denver")}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([pos_transactions], resources=res, partition_key="2026-06-10", instance=instance)
+    assert result.success and sorted(staged(sync_url)) == ["in-day"]
+    evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["none_outside_partitions"]
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert "has no stray_transactions query" in evaluation.description
 
 
 @pytest.mark.slow

@@ -2,13 +2,15 @@
 
 import datetime as dt
 import json
+import re
 import zoneinfo
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from aiq_pipelines.defs.partitions import business_days
-from aiq_pipelines.pos.source import PosQueryError, PosSource
+from aiq_pipelines.pos.source import QUERIES, PosQueryError, PosSource, load_queries
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.staging import SyncStore, staged_personas, staged_transactions
 
@@ -239,3 +241,17 @@ def test_demo_pos_stages_without_quarantine(demo_pos_url, sync_url):
 
     assert report.quarantined == 0
     assert staged_ids(store, "2026-03-08") == expected and len(expected) > 40
+
+
+def test_the_readme_example_of_custom_queries_loads(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### A POS with another schema", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    queries = tmp_path / "queries.yaml"
+    queries.write_text("".join(blocks))
+
+    loaded = load_queries(queries)
+
+    assert {"transactions", "personas", "stray_transactions", "stray_personas"} <= {
+        entity for entity, query in loaded.items() if query.sql is not QUERIES[entity].sql
+    }

@@ -153,6 +153,26 @@ def test_the_extract_streams_through_a_server_side_cursor(pos, sync_url):
     assert any(name for name in cursors), "psycopg reads the window through a named (server-side) cursor"
 
 
+def test_sales_and_customers_dated_outside_every_partition_are_quarantined(pos, sync_url):
+    now = dt.datetime(2026, 6, 10, 18)
+    pos.add_customer("C-2099", modified=dt.datetime(2099, 1, 1))
+    pos.add_sale("in-range", now)
+    pos.add_sale("clock-reset", dt.datetime(1970, 1, 1), modified=now)
+    pos.add_sale("dated-2099", dt.datetime(2099, 1, 1, 12))
+    pos.add_sale("history", dt.datetime(2025, 6, 1, 18))
+    store, source = SyncStore(sync_url, "America/Denver"), PosSource(pos.url)
+    first_start, last_end = local(2026, 1, 1), local(2026, 11, 27)
+
+    reports = {entity: store.quarantine_strays(source, entity, first_start.replace(tzinfo=dt.UTC),
+                                               last_end.replace(tzinfo=dt.UTC), run_id="r1")
+               for entity in ("transactions", "personas")}
+
+    assert {e: sorted(k for ks in r.example_keys.values() for k in ks) for e, r in reports.items()} == {
+        "transactions": ["clock-reset", "dated-2099"], "personas": ["C-2099"]}
+    assert {row["record_key"]: row["business_date"] for row in store.quarantined("transaction")} == {
+        "clock-reset": dt.date(1969, 12, 31), "dated-2099": dt.date(2099, 1, 1)}
+
+
 def test_changes_are_grouped_by_business_hour(pos):
     pos.add_customer("C1", modified=dt.datetime(2026, 6, 10, 18, 40))
     pos.add_sale("A", dt.datetime(2026, 6, 10, 18, 5), customer_id="C1", modified=dt.datetime(2026, 6, 10, 18, 50))
