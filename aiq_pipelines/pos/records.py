@@ -9,8 +9,8 @@ never values, so no phone number or email leaks into metadata or logs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
-import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Annotated, Any
@@ -20,14 +20,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 RECONCILE_TOLERANCE = Decimal("0.01")
 
 
-def _finite(value: Decimal) -> Decimal:
-    if not value.is_finite():
-        raise ValueError("must be a finite number")
-    return value
-
-
-Money = Annotated[Decimal, AfterValidator(_finite)]
-Quantity = Annotated[Decimal, AfterValidator(_finite)]
+# pydantic's Decimal refuses NaN and infinities itself ("Input should be a finite number"), from text or a float.
+Money = Decimal
+Quantity = Decimal
 OptionalText = Annotated[str | None, AfterValidator(lambda v: v.strip() or None if isinstance(v, str) else v)]
 
 
@@ -184,13 +179,16 @@ def _validate(model: type[_Record], data: Mapping[str, Any]) -> Any:
         raise RecordRejected(_reason_from(exc)) from None
 
 
-def _clean(value: Any) -> Any:
-    # SQLite hands back NaN for a REAL column holding NaN; treat it as "not a number", not a value.
-    return "NaN" if value.__class__ is float and math.isnan(value) else value
-
-
 def _row(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    return {k.removeprefix(prefix): _clean(v) for k, v in row.items() if k.startswith(prefix)}
+    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+
+
+@functools.lru_cache(maxsize=64)
+def _split_columns(columns: tuple[str, ...], prefix: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """A query's columns split once into the record's own and its children's (prefixed), without the prefix."""
+    own = tuple(c for c in columns if not c.startswith(prefix))
+    children = tuple((c, c.removeprefix(prefix)) for c in columns if c.startswith(prefix))
+    return own, children
 
 
 def build_transaction(rows: Sequence[Mapping[str, Any]]) -> Transaction:
@@ -206,7 +204,7 @@ def build_transaction(rows: Sequence[Mapping[str, Any]]) -> Transaction:
         raise RecordRejected("customer missing from the POS: customer_id has no row in customers")
     lines: list[dict[str, Any]] = []
     seen_lines: set[Any] = set()
-    line_columns = [(column, column.removeprefix("line_")) for column in head if column.startswith("line_")]
+    head_columns, line_columns = _split_columns(tuple(head), "line_")
     for row in rows:
         if row.get("line_line_number") is None and row.get("line_product_id") is None:
             continue  # a receipt without lines: LEFT JOIN yields one empty line row
@@ -215,10 +213,10 @@ def build_transaction(rows: Sequence[Mapping[str, Any]]) -> Transaction:
         if row.get("line_line_number") in seen_lines:
             raise RecordRejected("duplicate line_number on the receipt (duplicate receipt id in the POS?)")
         seen_lines.add(row.get("line_line_number"))
-        lines.append({name: _clean(row[column]) for column, name in line_columns})
+        lines.append({name: row[column] for column, name in line_columns})
     if not lines:
         raise RecordRejected("receipt without lines")
-    data = {k: _clean(v) for k, v in head.items() if not k.startswith("line_")}
+    data = {column: head[column] for column in head_columns}
     data["lines"] = lines
     record: Transaction = _validate(Transaction, data)
     lines_net = sum((line.net for line in record.lines), Decimal(0))
@@ -233,6 +231,7 @@ def build_persona(row: Mapping[str, Any]) -> Persona:
 
 def build_inventory_item(rows: Sequence[Mapping[str, Any]]) -> InventoryItem:
     """One product from its rows: one row per store holding stock, store columns prefixed ``stock_``."""
-    data = {k: _clean(v) for k, v in rows[0].items() if not k.startswith("stock_")}
+    product_columns, _ = _split_columns(tuple(rows[0]), "stock_")
+    data = {column: rows[0][column] for column in product_columns}
     data["stock"] = [_row(r, "stock_") for r in rows if r.get("stock_location_id") is not None]
     return _validate(InventoryItem, data)
