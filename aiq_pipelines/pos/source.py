@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
-from aiq_pipelines.sync.engines import engine_for
+from aiq_pipelines.sync.engines import read_only_engine_for
 
 TRANSACTIONS_SQL = """
 SELECT t.transaction_id, t.location_id, l.name AS location_name,
@@ -268,7 +268,7 @@ class PosSource:
     """Streams the POS's rows for a UTC window, grouped by record key (the queries order by key)."""
 
     def __init__(self, database_url: str, *, chunk_size: int = 5000, queries_file: Path | None = None):
-        self.engine = engine_for(database_url)
+        self.engine = read_only_engine_for(database_url)
         self.chunk_size = chunk_size
         self.queries = load_queries(queries_file)
 

@@ -57,6 +57,26 @@ def engine_for(url: str) -> sa.Engine:
     return sa.create_engine(parsed, pool_pre_ping=True)
 
 
+@functools.cache
+def read_only_engine_for(url: str) -> sa.Engine:
+    """The process's engine for reading someone else's database (the POS).
+
+    A SQLite file is opened read-only and left as it is: a missing file is an error, not a new empty database, and its
+    journal mode is not switched (WAL is a lasting property of the file, the POS's to choose). PostgreSQL as
+    ``engine_for``; the POS queries are SELECTs only.
+    """
+    parsed = sqlalchemy_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return engine_for(url)
+    uri = Path(parsed.database).resolve().as_uri() + "?mode=ro"
+
+    def connect() -> sqlite3.Connection:
+        # check_same_thread off as SQLAlchemy sets it for pooled file databases: Dagster may read from another thread.
+        return sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+
+    return sa.create_engine(parsed, creator=connect)
+
+
 def create_tables(engine: sa.Engine, metadata: sa.MetaData, tables: Sequence[sa.Table] | None = None) -> None:
     """Create the tables that don't exist yet, safely when several processes start on a fresh database at once.
 

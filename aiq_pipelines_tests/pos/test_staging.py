@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import re
+import sqlite3
 import zoneinfo
 from pathlib import Path
 
@@ -226,6 +227,29 @@ def test_unreadable_pos_fails_with_a_clear_error_and_keeps_staging(tmp_path, pos
     with pytest.raises(PosQueryError, match="cannot read transactions from the POS database.*no such table"):
         store.stage_transactions(PosSource(pos.url), *window("2026-06-10"), run_id="r2")
     assert staged_ids(store) == ["A"], "a failed extract leaves the previous staging in place"
+
+
+def test_a_sqlite_pos_is_read_without_being_changed(tmp_path, sync_url):
+    path = tmp_path / "pos-in-rollback-mode.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript("CREATE TABLE customers (customer_id TEXT, last_modified_at TIMESTAMP);"
+                           "INSERT INTO customers VALUES ('C1', '2099-01-01 00:00:00');")
+    source = PosSource(f"sqlite:///{path}")
+
+    assert [key for key, _ in source.strays("personas", local(2026, 1, 1), local(2026, 11, 27))] == ["C1"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",), "the POS's journal mode is its own"
+    with pytest.raises(sa.exc.OperationalError, match="readonly"), source.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM customers")
+
+
+def test_a_missing_sqlite_pos_is_an_error_not_a_new_empty_database(tmp_path, sync_url):
+    missing = tmp_path / "not-mounted" / "pos.db"
+
+    with pytest.raises(PosQueryError, match="cannot read transactions from the POS database.*unable to open"):
+        SyncStore(sync_url, "America/Denver").stage_transactions(
+            PosSource(f"sqlite:///{missing}"), *window("2026-06-10"), run_id="r1")
+    assert not missing.parent.exists()
 
 
 def test_demo_pos_stages_without_quarantine(demo_pos_url, sync_url):
