@@ -8,9 +8,9 @@ import sqlalchemy as sa
 
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.settings import get_settings
 from aiq_pipelines.sync.progress import Progress
-from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.sync.staging import (
     StageReport,
     StrayReport,
