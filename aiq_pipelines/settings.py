@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     aiq_timeout_seconds: float = Field(30.0, gt=0)
     aiq_max_attempts: int = Field(6, ge=1, le=20, description="Attempts per request, the first included.")
     aiq_max_retry_seconds: float = Field(300.0, gt=0, description="Total time one request may spend retrying.")
+    aiq_max_in_flight: int = Field(
+        3, ge=1, le=16, description="Batches the push keeps at AIQ at once; acknowledgements still reach the ledger in order.",
+    )
 
     sensor_interval_seconds: int = Field(60, ge=5)
     inventory_sync_cron: str = Field("0 * * * *")

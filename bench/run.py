@@ -186,6 +186,11 @@ class Rep:
         return ours / ref
 
 
+def _profiled(env: dict[str, str], path: Path, profile: bool) -> dict[str, str]:
+    """``env`` asking bench.sync_once for a cProfile at ``path`` when profiling."""
+    return {**env, "BENCH_PROFILE": str(path)} if profile else env
+
+
 def one_rep(size: str, pos_path: Path, info: dict, scale: float, rep: int, profile: bool = False) -> Rep:
     limits = tuple(int(limit * scale) for limit in AIQ_LIMITS)
     work = DATA / f"{size}-rep{rep}"
@@ -199,16 +204,14 @@ def one_rep(size: str, pos_path: Path, info: dict, scale: float, rep: int, profi
         env = {**os.environ, "AIQ_BASE_URL": aiq.base_url, "AIQ_API_KEY": aiq.api_key, "AIQ_UID": UID,
                "AIQ_REQUESTS_PER_SECOND": str(limits[0]), "AIQ_REQUESTS_PER_MINUTE": str(limits[1]),
                "AIQ_REQUESTS_PER_HOUR": str(limits[2]), "POS_START_DATE": info["first_day"]}
-        if profile:
-            env["BENCH_PROFILE"] = str(work / "sync.prof")
         log(f"{size} rep {rep}: sync")
-        sync = run_child(sync_args, env, work / "sync.log")
+        sync = run_child(sync_args, _profiled(env, work / "sync.prof", profile), work / "sync.log")
         if not sync.output["success"]:
             raise RuntimeError(f"the sync failed; see {work / 'sync.log'}")
         by_path = aiq.requests_by_path()
         stored = aiq.stored()
         log(f"{size} rep {rep}: unchanged re-sync")
-        resync = run_child(sync_args, env, work / "resync.log")
+        resync = run_child(sync_args, _profiled(env, work / "resync.prof", profile), work / "resync.log")
         resync_requests = sum(aiq.requests_by_path().values()) - sum(by_path.values())
     with sandbox(work / "reference-sandbox.db", GENEROUS) as aiq:
         log(f"{size} rep {rep}: reference")
@@ -299,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sensor-size", default="1m", choices=list(SIZES),
                         help="the POS the change sensor ticks on (%(default)s)")
     parser.add_argument("--profile", action="store_true",
-                        help="write a cProfile of each sync to .data/bench/<size>-rep<n>/sync.prof (slows it down)")
+                        help="write a cProfile of each sync to .data/bench/<size>-rep<n>/sync.prof and resync.prof (slows it down)")
     parser.add_argument("--no-write", action="store_true", help="print the table without writing bench/RESULTS.md")
     args = parser.parse_args(argv)
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]

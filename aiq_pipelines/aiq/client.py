@@ -6,6 +6,10 @@ bounded by ``max_attempts`` and by ``max_retry_seconds`` of time spent on AIQ (w
 not count: it says nothing about AIQ's health). Any other 4xx is final: a bulk batch is bisected to isolate the
 records AIQ refuses, and the rest are delivered.
 
+The bulk senders keep up to ``max_in_flight`` batches in flight on a small thread pool (httpx's client is thread-safe;
+every attempt still passes the limiter) and yield the outcomes strictly in input order, each once AIQ answered it.
+The input iterable is read, and the outcomes consumed, on the caller's thread only.
+
 The API key lives only in the connection pool's headers: it is in no repr, exception or log line. Request bodies
 are never logged, AIQ's error messages are returned with emails and phone numbers masked, and the search term of
 a persona search is cut from httpx's request log.
@@ -20,8 +24,11 @@ import json
 import logging
 import random
 import re
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -29,12 +36,13 @@ from urllib.parse import quote
 import httpx
 import tenacity
 
-from aiq_pipelines.aiq.payloads import InventoryPayloadItem, Member, PersonaOverride, Visit
+from aiq_pipelines.aiq.payloads import AiqPayload, InventoryPayloadItem, Member, PersonaOverride, Visit
 from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
 
 logger = logging.getLogger(__name__)
 
 MAX_INVENTORY_BATCH = 100
+MAX_IN_FLIGHT = 16
 
 K = TypeVar("K")
 P = TypeVar("P")
@@ -204,6 +212,7 @@ class AiqClient:
         timeout: float,
         max_attempts: int,
         max_retry_seconds: float,
+        max_in_flight: int = 1,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         seed: int | None = None,
@@ -220,6 +229,8 @@ class AiqClient:
             )
         if max_attempts < 1 or max_retry_seconds <= 0 or timeout <= 0:
             raise ValueError("AIQ_MAX_ATTEMPTS must be >= 1, AIQ_MAX_RETRY_SECONDS and AIQ_TIMEOUT_SECONDS > 0")
+        if not 1 <= max_in_flight <= MAX_IN_FLIGHT:
+            raise ValueError(f"AIQ_MAX_IN_FLIGHT must be from 1 to {MAX_IN_FLIGHT}, got {max_in_flight}")
         self.base_url = base_url.rstrip("/")
         self.uid = uid
         self.batch_size_sales = batch_size_sales
@@ -231,8 +242,13 @@ class AiqClient:
         self._max_retry_seconds = max_retry_seconds
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
+        self.max_in_flight = max_in_flight
         self._random = random.Random(seed)
         self._stats = ClientStats()
+        self._stats_lock = threading.Lock()
+        # One pool for every bulk send of this client, so nested sends (personas inside a sales stream) share it and
+        # no more than max_in_flight batches are at AIQ at once.
+        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="aiq-send")
         self._http = httpx.Client(
             base_url=self.base_url, headers={"x-apikey": api_key, "accept": "application/json"}, timeout=timeout
         )
@@ -247,13 +263,20 @@ class AiqClient:
         self.close()
 
     def close(self) -> None:
-        """Close the connection pool (the limiter belongs to whoever created it)."""
+        """Wait for requests in flight, then close the connection pool (the limiter belongs to whoever created it)."""
+        self._pool.shutdown(wait=True)
         self._http.close()
 
     @property
     def stats(self) -> ClientStats:
         """A snapshot of the counters: HTTP attempts, retries, 429s received, body bytes sent, records refused."""
-        return dataclasses.replace(self._stats)
+        with self._stats_lock:
+            return dataclasses.replace(self._stats)
+
+    def _count(self, **increments: int) -> None:
+        with self._stats_lock:
+            for name, value in increments.items():
+                setattr(self._stats, name, getattr(self._stats, name) + value)
 
     def _path(self, call: str, *extra: str) -> str:
         return "/".join([call, quote(self.uid, safe=""), *(quote(part, safe="") for part in extra)])
@@ -271,8 +294,7 @@ class AiqClient:
         self, method: str, path: str, content: bytes | None, params: dict[str, Any] | None, budget: _Budget
     ) -> Any:
         budget.limiter_waited += self._limiter.acquire()
-        self._stats.requests += 1
-        self._stats.bytes_sent += len(content or b"")
+        self._count(requests=1, bytes_sent=len(content or b""))
         timeout = min(self._timeout, max(budget.remaining(), 0.05))
         headers = {"content-type": "application/json"} if content is not None else None
         try:
@@ -284,7 +306,7 @@ class AiqClient:
         status = response.status_code
         logger.debug("AIQ %s %s -> %d (%d bytes sent)", method, path, status, len(content or b""))
         if status == 429:
-            self._stats.throttled += 1
+            self._count(throttled=1)
             raise _Retryable("HTTP 429", retry_after=_retry_after_seconds(response.headers.get("retry-after")))
         if status >= 500:
             raise _Retryable(f"HTTP {status}")
@@ -306,16 +328,21 @@ class AiqClient:
             raise AiqRefusedError(status, _error_message(response))
         return envelope.get("data") if isinstance(envelope, dict) else envelope
 
-    def _call(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None) -> Any:
-        """One logical request with its retries; returns the envelope's ``data``."""
-        content = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    def _call(
+        self, method: str, path: str, *, body: Any = None, content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """One logical request with its retries; returns the envelope's ``data``. ``content`` is a body already
+        encoded as JSON, ``body`` one to encode."""
+        if body is not None:
+            content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         budget = _Budget(self._max_retry_seconds)
 
         def give_up(state: tenacity.RetryCallState) -> bool:
             return state.attempt_number >= self._max_attempts or budget.spent() + state.upcoming_sleep >= budget.limit
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
-            self._stats.retries += 1
+            self._count(retries=1)
             error = state.outcome.exception() if state.outcome else None
             logger.warning(
                 "AIQ %s %s failed (%s); retrying in %.1f s (attempt %d of %d)",
@@ -392,12 +419,12 @@ class AiqClient:
     # -- bulk senders ---------------------------------------------------------------------------------------
 
     def _post_sales(self, visits: list[Visit]) -> list[None]:
-        self._call("POST", self._path("/api/v1.1/createUpdateSales"), body=[{"visit": v.to_json()} for v in visits])
+        self._call("POST", self._path("/api/v1.1/createUpdateSales"), content=_bulk_body(visits, b'{"visit":'))
         return [None] * len(visits)
 
     def _post_members(self, members: list[Member]) -> list[MemberAck | None]:
         data = self._call(
-            "POST", self._path("/api/v1.1/createUpdateMembers"), body=[{"member": m.to_json()} for m in members]
+            "POST", self._path("/api/v1.1/createUpdateMembers"), content=_bulk_body(members, b'{"member":')
         )
         # [assumed] AIQ does not publish createUpdateMembers' answer; the sandbox's data is a list of
         # {pos_user, contactID, srcID}. Acks are matched by pos_user, so any other answer just yields None.
@@ -408,7 +435,7 @@ class AiqClient:
         return [acks.get(m.pos_user) for m in members]
 
     def _post_inventory(self, items: list[InventoryPayloadItem]) -> list[None]:
-        self._call("POST", self._path("/api/v1.1/createUpdateInventory"), body=[i.to_json() for i in items])
+        self._call("POST", self._path("/api/v1.1/createUpdateInventory"), content=_bulk_body(items))
         return [None] * len(items)
 
     def _deliver(
@@ -421,7 +448,7 @@ class AiqClient:
             if len(batch) == 1:
                 key, payload = batch[0]
                 outcome.refused.append((key, payload, exc.message))
-                self._stats.refused += 1
+                self._count(refused=1)
                 return
             middle = len(batch) // 2
             self._deliver(batch[:middle], post, outcome)
@@ -429,16 +456,43 @@ class AiqClient:
             return
         outcome.accepted.extend((key, payload, ack) for (key, payload), ack in zip(batch, acks, strict=True))
 
+    def _answer(self, batch: list[tuple[K, P]], post: Callable[[list[P]], list[A]]) -> BatchOutcome[K, P, A]:
+        """One batch delivered (on a pool thread), with any bisection of a refused batch."""
+        outcome: BatchOutcome[K, P, A] = BatchOutcome()
+        self._deliver(batch, post, outcome)
+        if outcome.refused:
+            logger.info("AIQ refused %d of %d records in a batch", len(outcome.refused), len(batch))
+        return outcome
+
     def _send(
         self, items: Iterable[tuple[K, P]], size: int, post: Callable[[list[P]], list[A]]
     ) -> Iterator[BatchOutcome[K, P, A]]:
+        """Batches of ``size`` from ``items``, up to ``max_in_flight`` at AIQ at once, outcomes yielded in order.
+
+        When a batch fails, no further batch is submitted, the ones in flight are waited for, the outcomes before the
+        failed batch are yielded, and its error is raised. Batches after it may have reached AIQ unacknowledged by
+        the caller; re-sending them is harmless (AIQ's upserts are keyed).
+        """
         iterator = iter(items)
-        while batch := list(itertools.islice(iterator, size)):
-            outcome: BatchOutcome[K, P, A] = BatchOutcome()
-            self._deliver(batch, post, outcome)
-            if outcome.refused:
-                logger.info("AIQ refused %d of %d records in a batch", len(outcome.refused), len(batch))
-            yield outcome
+        in_flight: deque[Future[BatchOutcome[K, P, A]]] = deque()
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(in_flight) < self.max_in_flight and not _any_failed(in_flight):
+                    batch = list(itertools.islice(iterator, size))
+                    if batch:
+                        in_flight.append(self._pool.submit(self._answer, batch, post))
+                    exhausted = len(batch) < size
+                if not in_flight:
+                    return
+                yield in_flight.popleft().result()
+        finally:
+            # Also reached when the caller stops early or a batch failed: nothing stays in flight behind its back.
+            for future in in_flight:
+                future.cancel()
+            for future in in_flight:
+                if not future.cancelled() and future.exception() is not None:
+                    logger.info("a later AIQ batch failed as well: %s", future.exception())
 
     def send_sales(self, visits: Iterable[tuple[K, Visit]]) -> Iterator[BatchOutcome[K, Visit, None]]:
         """Send sales in batches of ``batch_size_sales``, yielding each batch's outcome once AIQ answered it.
@@ -456,6 +510,16 @@ class AiqClient:
     ) -> Iterator[BatchOutcome[K, InventoryPayloadItem, None]]:
         """Send products in batches of ``batch_size_inventory`` (at most 100, AIQ's cap)."""
         return self._send(items, self.batch_size_inventory, self._post_inventory)
+
+
+def _any_failed(futures: Iterable[Future[Any]]) -> bool:
+    return any(f.done() and not f.cancelled() and f.exception() is not None for f in futures)
+
+
+def _bulk_body(payloads: Sequence[AiqPayload], wrapper: bytes = b"") -> bytes:
+    """A bulk call's JSON array from each payload's encoding, each inside ``{"<wrapper>": ...}`` when given."""
+    close = b"}" if wrapper else b""
+    return b"[" + b",".join(wrapper + p.encoded + close for p in payloads) + b"]"
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -9,14 +9,20 @@ Attributes have Python names; ``to_json()`` produces the guide's field names and
   ``dateUpdated``: unix seconds as strings; cost and margin travel as ``customAttr`` entries.
 - Optional fields left as ``None`` are absent from the JSON, never ``null``.
 
+``encoded`` is that JSON as canonical bytes, computed once per payload: the bulk calls send these bytes and the ledger
+hashes them.
+
 ``repr()`` of a model never shows an email or a phone number, so a logged payload leaks neither.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from functools import cached_property
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
@@ -63,6 +69,23 @@ class AiqPayload(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """The JSON object AIQ receives: guide field names, optional fields absent rather than null."""
         return self.model_dump(mode="json", exclude_none=True, by_alias=True)
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """``to_json()`` as canonical JSON bytes (sorted keys, compact, ASCII): what a bulk call sends, what the
+        ledger hashes. Computed once per payload: the model is frozen, so the bytes cannot go stale."""
+        return canonical_json(self.to_json())
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; an ``update`` makes a different payload, so its encoding is computed afresh."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("encoded", None)
+        return copied
+
+
+def canonical_json(body: Any) -> bytes:
+    """``body`` as JSON with sorted keys, no spaces and only ASCII: one encoding for one content."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
 class VisitLine(AiqPayload):

@@ -33,6 +33,10 @@ class AiqResource(dg.ConfigurableResource):
     timeout_seconds: float = Field(default_factory=lambda: get_settings().aiq_timeout_seconds)
     max_attempts: int = Field(default_factory=lambda: get_settings().aiq_max_attempts)
     max_retry_seconds: float = Field(default_factory=lambda: get_settings().aiq_max_retry_seconds)
+    max_in_flight: int = Field(
+        default_factory=lambda: get_settings().aiq_max_in_flight,
+        description="Batches kept at AIQ at once (AIQ_MAX_IN_FLIGHT, 1 to 16); the rate limits hold regardless.",
+    )
     rate_limit_database_url: str = Field(
         default_factory=lambda: get_settings().sync_database_url,
         description="Database holding the account-wide rate limiter's send log (the sync database).",
@@ -63,5 +67,6 @@ class AiqResource(dg.ConfigurableResource):
             timeout=self.timeout_seconds,
             max_attempts=self.max_attempts,
             max_retry_seconds=self.max_retry_seconds,
+            max_in_flight=self.max_in_flight,
         ) as client:
             yield client

@@ -2,9 +2,11 @@
 
 One ``Pusher`` serves one run and one AIQ account. Records are read from staging in chunks; each record's payload is
 hashed and compared with the ledger, so an unchanged record costs no request. Batches go through the client's bulk
-senders, and each acknowledged batch is written to the ledger in a transaction of its own before the next is sent.
-A sale's persona is always acknowledged by AIQ before the sale is sent. Each push holds the account's push lease
-(``sync.lease``), so runs that overlap take turns and none sends what another has just sent.
+senders, which keep a few at AIQ at once; each batch's outcome comes back in order, once AIQ answered it, and is
+written to the ledger in a transaction of its own. A sale's persona is always acknowledged by AIQ before the sale is
+sent: the personas a chunk of sales needs are sent, and their stream drained, before any of those sales is. Each push
+holds the account's push lease (``sync.lease``), so runs that overlap take turns and none sends what another has just
+sent.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,7 +31,7 @@ from aiq_pipelines.aiq.client import (
     BatchOutcome,
     redact_personal_data,
 )
-from aiq_pipelines.aiq.payloads import AiqPayload, Member
+from aiq_pipelines.aiq.payloads import AiqPayload, Member, canonical_json
 from aiq_pipelines.pos.records import InventoryItem, Persona, RecordRejected, Transaction, build_persona
 from aiq_pipelines.pos.source import PosSource, chunked
 from aiq_pipelines.sync.lease import push_lease
@@ -53,8 +54,9 @@ logger = logging.getLogger(__name__)
 
 
 def payload_hash(payload: AiqPayload | dict[str, Any]) -> str:
-    body = payload.to_json() if isinstance(payload, AiqPayload) else payload
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """The digest the ledger keeps: of the very bytes a bulk call sends for ``payload``."""
+    encoded = payload.encoded if isinstance(payload, AiqPayload) else canonical_json(payload)
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def profile_hash(member: Member) -> str:

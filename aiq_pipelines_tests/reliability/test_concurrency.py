@@ -18,7 +18,8 @@ from aiq_pipelines_tests.reliability.support import (
 )
 
 RUN_TIMEOUT_SECONDS = 180
-SMALL_BATCHES = dict(batch_size_sales=5, batch_size_members=5)
+# One batch at a time keeps each push long enough (0.3 s an answer) that the two runs' pushes overlap.
+SMALL_BATCHES = dict(batch_size_sales=5, batch_size_members=5, max_in_flight=1)
 
 
 def start_together(processes, homes, go) -> None:

@@ -113,4 +113,6 @@ def test_five_kills_at_random_points_then_a_full_run_leave_aiq_and_the_ledger_ex
     assert_ledger_true(sandbox, sync_url, account, complete=True)
     sent = metadata(result, "aiq_personas")["sent"] + metadata(result, "aiq_sales")["sent"]
     assert sent == missing_before, "the last run sent exactly what the ledger lacked"
-    assert all(r["status"] == 200 for r in sandbox.requests() if r["fault"] != "5xx"), "AIQ refused nothing"
+    # A kill can cut a request's body short (batches are in flight): the sandbox logs it as "client_gone", unapplied.
+    ended = [r for r in sandbox.requests() if r["fault"] not in ("5xx", "client_gone")]
+    assert all(r["status"] == 200 for r in ended), "AIQ refused nothing"

@@ -2,7 +2,8 @@
 
 Each API request passes the same checks in this order: logged at arrival -> auth (403) -> account uid (404) ->
 rate limit (429) -> fault draw -> validation (400/413) -> applied. Nothing in a log line or in the request log holds the
-API key, a phone number or an email: only method, path, status, record count and record keys.
+API key, a phone number or an email: only method, path, status, record count and record keys, with the moment the
+request arrived, how many requests were being handled then (itself included) and the moment it was answered.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -32,6 +33,7 @@ log = logging.getLogger("aiq_pipelines.aiq.sandbox")
 _QUERY_KEY_NAMES = frozenset({"apikey", "xapikey", "key"})
 _PIIS_DEFAULT_LIMIT = 25  # [assumed] AIQ publishes no default or maximum page size for piis
 _PIIS_MAX_LIMIT = 1000
+CLIENT_GONE = 499  # nginx's "client closed request": the body never arrived, nothing was applied
 
 
 @dataclass(frozen=True)
@@ -140,11 +142,19 @@ class _Sandbox:
         self.store = store
         self.limiter = RateLimiter(((1, config.per_second), (60, config.per_minute), (3600, config.per_hour)))
         self.faults = FaultDraw(config.faults, config.fault_seed)
+        self.in_flight = 0
 
     async def handle(self, endpoint: _Endpoint | None, request: Request) -> Response:
         """Answer an API request; ``endpoint`` is None when no endpoint has the request's method and path."""
+        self.in_flight += 1
+        try:
+            return await self._handle(endpoint, request)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(self, endpoint: _Endpoint | None, request: Request) -> Response:
         call = _Call(request, received_at=time.time())
-        request_id = self.store.log_arrival(call.received_at, request.method, request.url.path)
+        request_id = self.store.log_arrival(call.received_at, request.method, request.url.path, self.in_flight)
         headers: dict[str, str] = {}
         try:
             self._authorize(request)
@@ -164,13 +174,16 @@ class _Sandbox:
         except _Refused as refusal:
             status, headers = refusal.status, refusal.headers
             envelope = {"code": status, "success": False, "errors": [{"message": m} for m in refusal.messages]}
-        self.store.log_outcome(request_id, status=status, records=call.records, keys=call.keys, fault=call.fault)
+        slow = call.fault == "slow"
+        self.store.log_outcome(request_id, status=status, records=call.records, keys=call.keys, fault=call.fault,
+                               answered_at=None if slow else time.time())
         log.info(
             "%s %s %d records=%d%s",
             request.method, request.url.path, status, call.records, f" fault={call.fault}" if call.fault else "",
         )
-        if call.fault == "slow":
+        if slow:
             await asyncio.sleep(self.config.slow_seconds)
+            self.store.log_answered(request_id, time.time())
         if call.fault == "drop":
             return _DroppedResponse(status_code=status)
         return JSONResponse(envelope, status_code=status, headers=headers)
@@ -197,12 +210,17 @@ class _Sandbox:
 
     async def _read_json(self, call: _Call) -> None:
         limit, chunks, size = self.config.max_body_bytes, [], 0
-        async for chunk in call.request.stream():
-            size += len(chunk)
-            if size > limit:
-                call.body_problem = f"$: body larger than {limit} bytes: send fewer records per request"
-                return
-            chunks.append(chunk)
+        try:
+            async for chunk in call.request.stream():
+                size += len(chunk)
+                if size > limit:
+                    call.body_problem = f"$: body larger than {limit} bytes: send fewer records per request"
+                    return
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # A client killed mid-upload: log the request as ended rather than leave it in progress forever.
+            call.fault = "client_gone"
+            raise _Refused(CLIENT_GONE, ["the client closed the connection before its body arrived"]) from None
         try:
             call.body = json.loads(b"".join(chunks), parse_constant=_refuse_constant)
         except json.JSONDecodeError as error:

@@ -23,9 +23,13 @@ CREATE TABLE IF NOT EXISTS members (
 CREATE TABLE IF NOT EXISTS inventory (product_id TEXT PRIMARY KEY, item TEXT NOT NULL, received_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL,
-    status INTEGER, records INTEGER NOT NULL DEFAULT 0, keys TEXT NOT NULL DEFAULT '[]', fault TEXT);
+    status INTEGER, records INTEGER NOT NULL DEFAULT 0, keys TEXT NOT NULL DEFAULT '[]', fault TEXT,
+    in_flight INTEGER NOT NULL DEFAULT 1, answered_at REAL);
 """
+# Columns added to the request log after its first release, for state files written before them.
+_LATER_COLUMNS = {"in_flight": "INTEGER NOT NULL DEFAULT 1", "answered_at": "REAL"}
 _TABLES = ("sales", "members", "inventory", "requests")
+_SQL_VARIABLES = 500  # per IN list, well under SQLite's limit on bound parameters
 
 # How an override's field names map onto the member fields createUpdateMember uses.
 _OVERRIDE_FIELDS = {"email": "email", "mobilePhone": "phone_number", "firstName": "first_name", "lastName": "last_name"}
@@ -72,6 +76,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(requests)")}
+        for name, declaration in _LATER_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE requests ADD COLUMN {name} {declaration}")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -87,18 +95,29 @@ class Store:
         self._db.close()
 
     # -- request log -------------------------------------------------------------------------------------------
-    def log_arrival(self, received_at: float, method: str, path: str) -> int:
-        """Log a request the moment it arrives, so ids follow arrival order; returns its id."""
+    def log_arrival(self, received_at: float, method: str, path: str, in_flight: int) -> int:
+        """Log a request the moment it arrives, so ids follow arrival order; returns its id.
+
+        ``in_flight`` counts the API requests being handled at that moment, this one included.
+        """
         cursor = self._db.execute(
-            "INSERT INTO requests (received_at, method, path) VALUES (?, ?, ?)", (received_at, method, path)
+            "INSERT INTO requests (received_at, method, path, in_flight) VALUES (?, ?, ?, ?)",
+            (received_at, method, path, in_flight),
         )
         return int(cursor.lastrowid)
 
-    def log_outcome(self, request_id: int, *, status: int, records: int, keys: list[str], fault: str | None) -> None:
+    def log_outcome(
+        self, request_id: int, *, status: int, records: int, keys: list[str], fault: str | None,
+        answered_at: float | None,
+    ) -> None:
+        """The request's outcome; ``answered_at`` is None while its answer is still held back (a slow fault)."""
         self._db.execute(
-            "UPDATE requests SET status = ?, records = ?, keys = ?, fault = ? WHERE id = ?",
-            (status, records, json.dumps(keys), fault, request_id),
+            "UPDATE requests SET status = ?, records = ?, keys = ?, fault = ?, answered_at = ? WHERE id = ?",
+            (status, records, json.dumps(keys), fault, answered_at, request_id),
         )
+
+    def log_answered(self, request_id: int, answered_at: float) -> None:
+        self._db.execute("UPDATE requests SET answered_at = ? WHERE id = ?", (answered_at, request_id))
 
     def requests(self, since_id: int = 0, *, latest: int | None = None) -> list[dict[str, Any]]:
         """Logged requests after ``since_id`` in arrival order (only the last ``latest`` when given)."""
@@ -112,16 +131,28 @@ class Store:
     # -- writes ------------------------------------------------------------------------------------------------
     def upsert_sales(self, visits: Iterable[Mapping[str, Any]], received_at: float) -> None:
         """Store each visit, replacing an earlier one with the same pos_id."""
+        visits = list(visits)
         with self._transaction():
-            for visit in visits:
-                pos_user = visit.get("pos_user")
-                known = None if pos_user is None else self._member(pos_user) is not None
-                self._db.execute(
-                    "INSERT INTO sales (pos_id, visit, persona_known_at_arrival, received_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (pos_id) DO UPDATE SET visit = excluded.visit, "
-                    "persona_known_at_arrival = excluded.persona_known_at_arrival, received_at = excluded.received_at",
-                    (visit["pos_id"], json.dumps(visit), known, received_at),
+            users = list({visit["pos_user"] for visit in visits if visit.get("pos_user") is not None})
+            known = {
+                row[0]
+                for start in range(0, len(users), _SQL_VARIABLES)
+                for row in self._db.execute(
+                    "SELECT pos_user FROM members WHERE pos_user IN "
+                    f"({','.join('?' * len(users[start:start + _SQL_VARIABLES]))})",
+                    users[start : start + _SQL_VARIABLES],
                 )
+            }
+            self._db.executemany(
+                "INSERT INTO sales (pos_id, visit, persona_known_at_arrival, received_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (pos_id) DO UPDATE SET visit = excluded.visit, "
+                "persona_known_at_arrival = excluded.persona_known_at_arrival, received_at = excluded.received_at",
+                [
+                    (visit["pos_id"], json.dumps(visit), None if visit.get("pos_user") is None else
+                     visit["pos_user"] in known, received_at)
+                    for visit in visits
+                ],
+            )
 
     def upsert_members(self, members: Iterable[Mapping[str, Any]], received_at: float) -> list[dict[str, str]]:
         """Store each member (its fields replace the earlier ones); returns pos_user, contactID, srcID in order."""
