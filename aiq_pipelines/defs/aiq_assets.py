@@ -92,24 +92,31 @@ def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=AIQ_POOL,
-    deps=[pos_personas],
+    # pos_transactions too: the customers of the window's staged sales go out with the personas.
+    deps=[pos_personas, pos_transactions],
     freshness_policy=SALES_FRESHNESS,
     check_specs=_check_specs("aiq_personas"),
 )
-def aiq_personas(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> dg.MaterializeResult:
+def aiq_personas(
+    context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase, aiq: AiqResource
+) -> dg.MaterializeResult:
     """Personas created or modified on each business day, upserted into AIQ (createUpdateMembers).
 
     Only personas whose payload changed since AIQ last acknowledged them are sent. A changed phone or email of a
     persona AIQ already has goes through AIQ's override call on its contactID, as AIQ's guide asks. Invalid and
-    placeholder phones and invalid emails are left out (and counted), never sent.
+    placeholder phones and invalid emails are left out (and counted), never sent. The customers of the day's sales
+    that AIQ lacks, however long ago they were modified, are read from the POS and sent in the same batches, so
+    each sale finds its persona in AIQ.
     """
     start, end = _window(context)
     with aiq.open_client() as client:
         pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
         before = pusher.quarantine_count("persona")
-        report = pusher.push_personas(start, end)
+        report, for_sales = pusher.push_personas(start, end, pos.source())
         stats = client.stats
-    extra = {"overrides": report.overrides, **{f"left_out_{k}": v for k, v in sorted(report.member_issues.items())}}
+    extra = {"overrides": report.overrides, "personas_for_sales_sent": for_sales.sent,
+             "personas_for_sales_quarantined": for_sales.quarantined,
+             **{f"left_out_{k}": v for k, v in sorted(report.member_issues.items())}}
     return _push_result(aiq, pusher, report, stats, before, pusher.undelivered("persona", start, end), extra)
 
 

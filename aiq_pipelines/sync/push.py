@@ -269,43 +269,71 @@ class Pusher:
                 yield dataclasses.replace(staged, payload_hash=digest), mapped.member
             self._write_back(diff)
 
-    def _send_members(self, records: Iterable[tuple[Persona, _Staged]], report: PushReport) -> None:
-        for outcome in self.client.send_members(self._member_candidates(records, report)):
-            acked = []
-            for staged, member, ack in outcome.accepted:
-                previous = staged.entry
-                acked.append(LedgerEntry(
-                    staged.key, staged.payload_hash, staged.source_hash, profile_hash(member), member.phone_number,
-                    member.email, ack.contact_id if ack else previous and previous.contact_id,
-                    ack.src_id if ack else previous and previous.src_id,
-                ))
-            self._record(outcome, acked, report)
+    def _send_members(self, *sources: tuple[Iterable[tuple[Persona, _Staged]], PushReport]) -> None:
+        """Send the personas of each source that AIQ lacks as they are, each accounted in its source's report.
 
-    def push_personas(self, start: dt.datetime, end: dt.datetime) -> PushReport:
-        """Send the personas staged for the business days in [start, end) that AIQ doesn't have as they are."""
+        The sources share one stream of batches, so a push's personas take ceil(changed / batch size) requests, not
+        one partial batch more per source.
+        """
+        candidates = (
+            ((staged, report), member)
+            for records, report in sources
+            for staged, member in self._member_candidates(records, report)
+        )
+        for outcome in self.client.send_members(candidates):
+            parts: dict[int, tuple[PushReport, BatchOutcome]] = {}
+            for (staged, report), member, ack in outcome.accepted:
+                parts.setdefault(id(report), (report, BatchOutcome()))[1].accepted.append((staged, member, ack))
+            for (staged, report), member, message in outcome.refused:
+                parts.setdefault(id(report), (report, BatchOutcome()))[1].refused.append((staged, member, message))
+            for report, part in parts.values():
+                acked = []
+                for staged, member, ack in part.accepted:
+                    previous = staged.entry
+                    acked.append(LedgerEntry(
+                        staged.key, staged.payload_hash, staged.source_hash, profile_hash(member), member.phone_number,
+                        member.email, ack.contact_id if ack else previous and previous.contact_id,
+                        ack.src_id if ack else previous and previous.src_id,
+                    ))
+                self._record(part, acked, report)
+
+    def push_personas(
+        self, start: dt.datetime, end: dt.datetime, source: PosSource | None = None
+    ) -> tuple[PushReport, PushReport]:
+        """Send the personas staged for the business days in [start, end) that AIQ doesn't have as they are.
+
+        With ``source``, the customers the window's sales name that the ledger lacks follow in the same stream, read
+        from the POS however long ago they were modified, so the sales find them there. Returns the report of the
+        staged personas and that of the sales' customers.
+        """
         report = PushReport(entity="persona")
+        for_sales = PushReport(entity="persona")
         with self._lease():
             self._start_progress("persona", staged_personas, start, end)
-            self._send_members(self._staged(staged_personas, Persona, start, end), report)
-        return report
+            window = self._staged(staged_personas, Persona, start, end)
+            if source is None:
+                self._send_members((window, report))
+            else:
+                missing = self._personas_missing(start, end, besides_staged_personas=True)
+                self._send_members((window, report), (self._personas_by_id(missing, source, for_sales), for_sales))
+        return report, for_sales
 
-    def _personas_by_id(self, customer_ids: Iterable[str], source: PosSource, report: PushReport) -> None:
-        """Send customers that sales reference and AIQ lacks, read from the POS whenever they were last modified."""
-
-        def records() -> Iterator[tuple[Persona, _Staged]]:
-            # The POS is asked PUSH_CHUNK ids at a time; the personas stream on into full batches.
-            for ids in chunked(iter(customer_ids), PUSH_CHUNK):
-                for key, rows in source.personas_by_id(sorted(ids)):
-                    try:
-                        persona = build_persona(rows[0])
-                    except RecordRejected as exc:
-                        staged = _Staged(str(key), "", None)
-                        report.reject(staged.key, exc.reason)
-                        self._settle("persona", quarantined=[(staged, "payload", exc.reason, None)])
-                        continue
-                    yield persona, _Staged(persona.customer_id, persona.content_hash(), None)
-
-        self._send_members(records(), report)
+    def _personas_by_id(
+        self, customer_ids: Iterable[str], source: PosSource, report: PushReport
+    ) -> Iterator[tuple[Persona, _Staged]]:
+        """Customers that sales reference, read from the POS whenever they were last modified; those that don't
+        parse are quarantined on the way."""
+        # The POS is asked PUSH_CHUNK ids at a time; the personas stream on into full batches.
+        for ids in chunked(iter(customer_ids), PUSH_CHUNK):
+            for key, rows in source.personas_by_id(sorted(ids)):
+                try:
+                    persona = build_persona(rows[0])
+                except RecordRejected as exc:
+                    staged = _Staged(str(key), "", None)
+                    report.reject(staged.key, exc.reason)
+                    self._settle("persona", quarantined=[(staged, "payload", exc.reason, None)])
+                    continue
+                yield persona, _Staged(persona.customer_id, persona.content_hash(), None)
 
     # -- sales ----------------------------------------------------------------------------------------------
 
@@ -319,7 +347,7 @@ class Pusher:
             known = set(self.ledger.entries("persona", needed))
             if needed - known:
                 sent_before = personas.sent
-                self._personas_by_id(needed - known, source, personas)
+                self._send_members((self._personas_by_id(needed - known, source, personas), personas))
                 report.personas_sent_first += personas.sent - sent_before
                 known = set(self.ledger.entries("persona", needed))
             for tx, staged in chunk:
@@ -351,9 +379,10 @@ class Pusher:
         candidates = self._sale_candidates(self._staged(staged_transactions, Transaction, start, end), source, report, personas)
         with self._lease():
             self._start_progress("transaction", staged_transactions, start, end)
-            # All personas the window's sales need, in one stream before any sale: full batches, not a partial one per
-            # chunk of sales. The per-chunk check in _sale_candidates still covers anything this pass missed.
-            self._personas_by_id(self._personas_missing(start, end), source, personas)
+            # The personas the window's sales need and the ledger lacks (aiq_personas usually sent them), in one stream
+            # before any sale: full batches, not a partial one per chunk of sales. The per-chunk check in
+            # _sale_candidates still covers anything this pass missed.
+            self._send_members((self._personas_by_id(self._personas_missing(start, end), source, personas), personas))
             report.personas_sent_first += personas.sent
             for outcome in self.client.send_sales(candidates):
                 acked = [LedgerEntry(s.key, s.payload_hash, s.source_hash) for s, _, _ in outcome.accepted]
@@ -431,20 +460,25 @@ class Pusher:
         with self.store.engine.connect() as conn:
             return conn.scalar(query) or 0
 
-    def _personas_missing(self, start: dt.datetime, end: dt.datetime) -> list[str]:
-        """Customers of the window's sales (voids aside) that the ledger lacks, in key order."""
+    def _personas_missing(
+        self, start: dt.datetime, end: dt.datetime, *, besides_staged_personas: bool = False
+    ) -> list[str]:
+        """Customers of the window's sales (voids aside) that the ledger lacks, in key order; with
+        ``besides_staged_personas``, not those staged for the window (they are sent as staged)."""
         first, stop = self._days(start, end)
         sales = staged_transactions
         known = sa.exists().where(
             aiq_ledger.c.account == self.ledger.account, aiq_ledger.c.entity == "persona",
             aiq_ledger.c.record_key == sales.c.customer_id,
         )
-        query = (
-            sa.select(sales.c.customer_id).distinct()
-            .where(sales.c.business_date >= first, sales.c.business_date < stop, sales.c.customer_id.is_not(None),
-                   sa.not_(sales.c.is_void), sa.not_(known))
-            .order_by(sales.c.customer_id)
-        )
+        conditions = [sales.c.business_date >= first, sales.c.business_date < stop, sales.c.customer_id.is_not(None),
+                      sa.not_(sales.c.is_void), sa.not_(known)]
+        if besides_staged_personas:
+            conditions.append(sa.not_(sa.exists().where(
+                staged_personas.c.customer_id == sales.c.customer_id,
+                staged_personas.c.business_date >= first, staged_personas.c.business_date < stop,
+            )))
+        query = sa.select(sales.c.customer_id).distinct().where(*conditions).order_by(sales.c.customer_id)
         with self.store.engine.connect() as conn:
             return list(conn.scalars(query))
 

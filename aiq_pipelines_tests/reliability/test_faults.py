@@ -27,7 +27,9 @@ from aiq_pipelines_tests.sync.test_push import metadata
 # exhausted request is the outage test's subject).
 FAULTS = dict(fault_5xx=0.3, fault_429=0.1, fault_slow=0.1, fault_drop=0.1, slow_seconds=1, retry_after=1,
               fault_seed=20260666)
-PATIENT_CLIENT = dict(timeout_seconds=0.5, max_attempts=6, max_retry_seconds=30)
+# One batch at a time: the draws follow arrival order, so only a sequential client meets the seed's draws in the
+# order that keeps every request within its attempts. Batches in flight under faults: sync/test_push_in_flight.py.
+PATIENT_CLIENT = dict(timeout_seconds=0.5, max_attempts=6, max_retry_seconds=30, max_in_flight=1)
 # The retry budget leaves out time spent in our own rate limiter (a database round trip per attempt) by design.
 LIMITER_BOOKKEEPING_SECONDS = 1.0
 

@@ -136,9 +136,11 @@ def test_a_three_day_backfill_delivers_exactly_the_valid_records(shop, sync_url,
     assert members["C3"]["first_name"] == "Zoë"
     sales_meta, persona_meta = metadata(result, "aiq_sales"), metadata(result, "aiq_personas")
     assert (sales_meta["sent"], sales_meta["unchanged"], sales_meta["quarantined"]) == (6, 0, 0)
-    assert sales_meta["voided_unsent"] == 1 and sales_meta["personas_sent_first"] == 1
+    assert sales_meta["voided_unsent"] == 1 and sales_meta["personas_sent_first"] == 0
     assert sales_meta["aiq_account"] == sandbox.uid
-    assert sales_meta["aiq_requests"] == 2, "one for the persona the sales needed first, one for the sales"
+    assert persona_meta["sent"] == 2 and persona_meta["personas_for_sales_sent"] == 1, "C3 went with the personas"
+    assert persona_meta["aiq_requests"] == 1, "the staged personas and the one the sales need share a batch"
+    assert sales_meta["aiq_requests"] == 1
     assert persona_meta["left_out_phone_placeholder"] == 1 and persona_meta["left_out_email_invalid"] == 1
     assert all(checks(result).values()), checks(result)
 
@@ -157,6 +159,16 @@ def test_each_sales_persona_arrives_before_the_sale(shop, sync_url, sandbox):
                 customer = expected_sales(shop.url)[pos_id].get("pos_user")
                 assert customer is None or customer in seen_personas, f"{pos_id} arrived before {customer}"
     assert sales_requests == 1
+    assert all(s["persona_known_at_arrival"] for s in sandbox.state()["sales"] if "pos_user" in s)
+
+
+def test_sales_pushed_without_the_personas_step_still_send_their_personas_first(shop, sync_url, sandbox):
+    result = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11", assets=[pos_transactions, aiq_sales])
+
+    assert result.success
+    meta = metadata(result, "aiq_sales")
+    assert (meta["personas_sent_first"], meta["sent"], meta["aiq_requests"]) == (3, 6, 2)
+    assert set(members_by_user(sandbox)) == {"C1", "C2", "C3"}
     assert all(s["persona_known_at_arrival"] for s in sandbox.state()["sales"] if "pos_user" in s)
 
 
