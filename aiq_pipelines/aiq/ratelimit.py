@@ -2,8 +2,9 @@
 
 AIQ counts requests per account over sliding windows of one second, one minute and one hour. Each
 ``acquire()`` takes a database lock, finds in one query the send that blocks each window, and either records a new
-send or sleeps until the oldest blocking send leaves its window. A send is counted for its window plus
-``margin_seconds``, so jitter between our clock and AIQ's arrival time cannot make AIQ see one request too many.
+send or sleeps until the oldest blocking send leaves its window. A send is counted for its window plus a margin, so
+jitter between our clock and AIQ's arrival time cannot make AIQ see one request too many: ``margin_seconds``, or 1% of
+the window when that is longer (a send that reached AIQ 0.2 s late once cost a 429 in a minute-bound 1M backfill).
 Sends older than the longest window are deleted at most once per ``PURGE_INTERVAL`` seconds: they no longer count.
 It is safe to call from several threads at once (each acquire runs on its own pooled connection).
 
@@ -33,6 +34,7 @@ SEND_LOG = sa.Table(
 )
 
 STANDARD_WINDOWS = (1.0, 60.0, 3600.0)
+MARGIN_FRACTION = 0.01  # of a window: the least margin a long window gets
 PURGE_INTERVAL = 60.0
 
 
@@ -72,7 +74,8 @@ class AccountRateLimiter:
         self.account = account
         self.margin_seconds = margin_seconds
         self._windows = tuple(_Window(w, n) for w, n in zip(window_seconds, limits, strict=True))
-        self._horizon = max(w.seconds for w in self._windows) + margin_seconds
+        self._spans = tuple(w.seconds + max(margin_seconds, MARGIN_FRACTION * w.seconds) for w in self._windows)
+        self._horizon = max(self._spans)
         self._blocking = self._blocking_query()
         self._next_purge = 0.0
         self._engine = self._make_engine(database_url)
@@ -134,10 +137,11 @@ class AccountRateLimiter:
 
     def _wait_needed(self, conn: sa.Connection, now: float) -> float:
         """Seconds until every window has room for one more send (0 when it may go now)."""
-        spans = [window.seconds + self.margin_seconds for window in self._windows]
-        params = {"account": self.account, **{f"since_{i}": now - span for i, span in enumerate(spans)}}
+        params = {"account": self.account, **{f"since_{i}": now - span for i, span in enumerate(self._spans)}}
         row = conn.execute(self._blocking, params).one()
-        return max((sent + span - now for sent, span in zip(row, spans, strict=True) if sent is not None), default=0.0)
+        return max(
+            (sent + span - now for sent, span in zip(row, self._spans, strict=True) if sent is not None), default=0.0
+        )
 
     def acquire(self) -> float:
         """Block until a request may be sent, record it as sent now, and return the seconds spent waiting."""

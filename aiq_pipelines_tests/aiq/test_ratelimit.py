@@ -13,10 +13,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from aiq_pipelines.aiq.client import AiqClient
 from aiq_pipelines.aiq.payloads import Visit, VisitLine
-from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
+from aiq_pipelines.aiq.ratelimit import SEND_LOG, AccountRateLimiter
 from aiq_pipelines_tests.sandbox_support import run_sandbox
 
 
@@ -40,6 +41,19 @@ def test_all_three_windows_hold_in_one_process(tmp_path: Path) -> None:
         assert most_in_any_window(sent, seconds) <= limit
     assert sent[6] - sent[0] >= 2.0  # the 7th send had to wait for the "hour" window
     assert waited[0] < 0.5 and max(waited) > 0.2
+
+
+def test_a_long_window_keeps_a_margin_of_at_least_one_percent_of_it(tmp_path: Path) -> None:
+    # AIQ stamps arrivals, we stamp sends: a send that reaches AIQ late must not make AIQ count one too many.
+    limiter = AccountRateLimiter(
+        f"sqlite:///{tmp_path / 'sync.db'}", "acct", 10, 10, 1, margin_seconds=0.0, window_seconds=(0.1, 0.5, 3.0)
+    )
+    with limiter:
+        limiter.acquire()
+        limiter.acquire()
+    with sa.create_engine(f"sqlite:///{tmp_path / 'sync.db'}").connect() as conn:
+        first, second = conn.scalars(sa.select(SEND_LOG.c.sent_at).order_by(SEND_LOG.c.sent_at)).all()
+    assert 3.03 <= second - first < 3.5, "the 3 s window's send counted for 3.03 s, not 3 s"
 
 
 def test_accounts_have_separate_budgets(tmp_path: Path) -> None:
