@@ -4,7 +4,8 @@ AIQ counts requests per account over sliding windows of one second, one minute a
 ``acquire()`` takes a database lock, finds in one query the send that blocks each window, and either records a new
 send or sleeps until the oldest blocking send leaves its window. A send is counted for its window plus a margin, so
 jitter between our clock and AIQ's arrival time cannot make AIQ see one request too many: ``margin_seconds``, or 1% of
-the window when that is longer (a send that reached AIQ 0.2 s late once cost a 429 in a minute-bound 1M backfill).
+the window when that is longer (with 0.1 s, a minute-bound 1M bench backfill drew two 429s: sends arrived later than
+that after we stamped them).
 Sends older than the longest window are deleted at most once per ``PURGE_INTERVAL`` seconds: they no longer count.
 It is safe to call from several threads at once (each acquire runs on its own pooled connection).
 

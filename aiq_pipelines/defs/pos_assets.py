@@ -59,9 +59,6 @@ def _quarantine_strays(
     context: dg.AssetExecutionContext, source: PosSource, store: SyncStore, entity: str
 ) -> tuple[StrayReport | None, dg.AssetCheckResult]:
     """Quarantine the POS records of ``entity`` that lie outside every partition, and the check that reports them."""
-    partitions = context.assets_def.partitions_def
-    assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
-    first, last = partitions.get_first_partition_window(), partitions.get_last_partition_window()
     if not source.reads_strays(entity):
         return None, dg.AssetCheckResult(
             check_name=CHECK_STRAYS,
@@ -72,6 +69,9 @@ def _quarantine_strays(
                 "outside every partition cannot be found; see the README section on custom POS queries."
             ),
         )
+    partitions = context.assets_def.partitions_def
+    assert isinstance(partitions, dg.TimeWindowPartitionsDefinition)
+    first, last = partitions.get_first_partition_window(), partitions.get_last_partition_window()
     assert first is not None and last is not None  # a run of this asset has a partition
     strays = store.quarantine_strays(source, entity, first.start, last.end, run_id=context.run.run_id)
     return strays, dg.AssetCheckResult(
