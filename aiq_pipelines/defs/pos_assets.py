@@ -4,7 +4,6 @@ import datetime as dt
 from typing import Any
 
 import dagster as dg
-import sqlalchemy as sa
 
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
@@ -15,9 +14,6 @@ from aiq_pipelines.sync.staging import (
     StageReport,
     StrayReport,
     SyncStore,
-    staged_inventory,
-    staged_personas,
-    staged_transactions,
 )
 
 CHECK_UNIQUE = "unique_keys"
@@ -88,9 +84,6 @@ def _quarantine_strays(
 
 def _extract_result(
     report: StageReport,
-    store: SyncStore,
-    table: sa.Table,
-    run_id: str,
     *,
     windowed: bool,
     strays: tuple[StrayReport | None, dg.AssetCheckResult] | None = None,
@@ -98,14 +91,13 @@ def _extract_result(
     settings = get_settings()
     max_rate = settings.quarantine_max_rate
     rate_ok = report.quarantine_rate <= max_rate or report.quarantined < settings.quarantine_min_records
-    counts = store.window_check(table, report.window_start, report.window_end, run_id)
     checks = [
         dg.AssetCheckResult(
             check_name=CHECK_UNIQUE,
-            passed=counts.staged_by_run == report.staged,
-            metadata={"records_written": report.staged, "distinct_keys_staged": counts.staged_by_run},
-            description=None if counts.staged_by_run == report.staged else (
-                f"{report.staged} records were written but only {counts.staged_by_run} keys are staged: the POS "
+            passed=report.keys_staged == report.staged,
+            metadata={"records_written": report.staged, "distinct_keys_staged": report.keys_staged},
+            description=None if report.keys_staged == report.staged else (
+                f"{report.staged} records were written but only {report.keys_staged} keys are staged: the POS "
                 "query returns a key more than once (is it ordered by key?) or another run staged the same window."
             ),
         ),
@@ -125,10 +117,10 @@ def _extract_result(
         checks.append(
             dg.AssetCheckResult(
                 check_name=CHECK_WINDOW,
-                passed=counts.outside_window == 0,
-                metadata={"outside_window": counts.outside_window},
-                description=None if counts.outside_window == 0 else (
-                    f"{counts.outside_window} staged records fall outside the window: the POS query must filter "
+                passed=report.outside_window == 0,
+                metadata={"outside_window": report.outside_window},
+                description=None if report.outside_window == 0 else (
+                    f"{report.outside_window} staged records fall outside the window: the POS query must filter "
                     "on :window_start/:window_end."
                 ),
             )
@@ -181,7 +173,7 @@ def pos_transactions(context: dg.AssetExecutionContext, pos: PosDatabase, sync: 
         source, start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
     strays = _quarantine_strays(context, source, store, "transactions")
-    return _extract_result(report, store, staged_transactions, context.run.run_id, windowed=True, strays=strays)
+    return _extract_result(report, windowed=True, strays=strays)
 
 
 @dg.asset(
@@ -205,7 +197,7 @@ def pos_personas(context: dg.AssetExecutionContext, pos: PosDatabase, sync: Sync
         source, start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
     strays = _quarantine_strays(context, source, store, "personas")
-    return _extract_result(report, store, staged_personas, context.run.run_id, windowed=True, strays=strays)
+    return _extract_result(report, windowed=True, strays=strays)
 
 
 @dg.asset(group_name="pos", kinds={"sql", "python"}, check_specs=_check_specs("pos_inventory", windowed=False))
@@ -218,4 +210,4 @@ def pos_inventory(context: dg.AssetExecutionContext, pos: PosDatabase, sync: Syn
     report = store.stage_inventory(
         pos.source(), run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
-    return _extract_result(report, store, staged_inventory, context.run.run_id, windowed=False)
+    return _extract_result(report, windowed=False)

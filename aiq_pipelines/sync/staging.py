@@ -151,6 +151,9 @@ class StageReport(QuarantineTally):
     window_end: dt.datetime
     staged: int = 0
     chunks: int = 0
+    # Counted in the staging transaction itself: once it commits, another run of the same days may restage the rows.
+    keys_staged: int = 0
+    outside_window: int = 0
 
     @property
     def extracted(self) -> int:
@@ -166,14 +169,6 @@ class StrayReport(QuarantineTally):
     """Records no partition reads (see ``PosSource.strays``), quarantined so they are not lost silently."""
 
     entity: str
-
-
-@dataclass(frozen=True)
-class WindowCheck:
-    """Counts behind the blocking checks of an extract."""
-
-    staged_by_run: int
-    outside_window: int
 
 
 class SyncStore:
@@ -276,7 +271,25 @@ class SyncStore:
                 report.chunks += 1
                 if on_chunk is not None:
                     on_chunk(report)
+            self._count_staged(conn, table, run_id, first_day, end_day, report)
         return report
+
+    @staticmethod
+    def _count_staged(
+        conn: sa.Connection, table: sa.Table, run_id: str, first_day: dt.date, end_day: dt.date, report: StageReport
+    ) -> None:
+        """The counts behind the blocking checks: keys this run staged, and how many fall outside its window.
+
+        Runs before commit. Our rows stay locked until then, so a concurrent run of the same days cannot restage
+        them under its run id in between (counting after commit once made that run's unique_keys check fail).
+        """
+        by_run = table.c.run_id == run_id
+        report.keys_staged = conn.scalar(sa.select(sa.func.count()).select_from(table).where(by_run)) or 0
+        if "business_date" in table.c:
+            outside = sa.or_(table.c.business_date < first_day, table.c.business_date >= end_day)
+            report.outside_window = (
+                conn.scalar(sa.select(sa.func.count()).select_from(table).where(by_run, outside)) or 0
+            )
 
     def quarantine_strays(
         self, source: PosSource, entity: str, first_start: dt.datetime, last_end: dt.datetime, *, run_id: str
@@ -427,21 +440,6 @@ class SyncStore:
             chunk_size=chunk_size,
             on_chunk=on_chunk,
         )
-
-    def window_check(self, table: sa.Table, start: dt.datetime, end: dt.datetime, run_id: str) -> WindowCheck:
-        """How many rows this run staged, and how many of them fall outside the window's business days."""
-        first_day, end_day = self._window_dates(start, end)
-        by_run = table.c.run_id == run_id
-        with self.engine.connect() as conn:
-            staged = conn.scalar(sa.select(sa.func.count()).select_from(table).where(by_run))
-            outside = 0
-            if "business_date" in table.c:
-                outside = conn.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(table)
-                    .where(by_run, sa.or_(table.c.business_date < first_day, table.c.business_date >= end_day))
-                )
-        return WindowCheck(staged_by_run=staged or 0, outside_window=outside or 0)
 
     def quarantined(self, entity: str, stage: str | None = None) -> list[dict[str, Any]]:
         """Quarantined records of an entity, newest first (for tests and operators)."""

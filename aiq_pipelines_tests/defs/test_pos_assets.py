@@ -146,6 +146,23 @@ def test_window_check_catches_a_query_that_ignores_the_window(tmp_path, pos, syn
     assert "must filter on :window_start/:window_end" in evaluation.description
 
 
+def test_unique_keys_fails_when_the_query_returns_a_receipt_twice(tmp_path, pos, sync_url):
+    pos.add_sale("S1", dt.datetime(2026, 6, 10, 18))
+    pos.add_sale("S2", dt.datetime(2026, 6, 10, 19))
+    body = TRANSACTIONS_SQL.split("ORDER BY")[0]
+    sql = f"SELECT * FROM ({body}) AS first_pass UNION ALL SELECT * FROM ({body}) AS second_pass"  # S1, S2, S1, S2
+    queries = tmp_path / "q.yaml"
+    queries.write_text("transactions: |\n" + "".join(f"  {line}\n" for line in sql.splitlines()))
+    res = {"pos": PosDatabase(url=pos.url, queries_file=str(queries)), "sync": SyncDatabase(url=sync_url, timezone="America/Denver")}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([pos_transactions], resources=res, partition_key="2026-06-10", instance=instance,
+                                raise_on_error=False)
+    evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["unique_keys"]
+    assert not evaluation.passed
+    assert (evaluation.metadata["records_written"].value, evaluation.metadata["distinct_keys_staged"].value) == (4, 2)
+    assert "returns a key more than once" in evaluation.description
+
+
 def stray_quarantine(sync_url: str) -> dict[str, tuple[dt.date | None, str]]:
     with sa.create_engine(sync_url).connect() as conn:
         rows = conn.execute(sa.select(quarantine.c.record_key, quarantine.c.business_date, quarantine.c.reason))

@@ -142,6 +142,18 @@ def test_rerun_replaces_the_window_and_a_fixed_row_leaves_quarantine(pos, sync_u
     assert record["transaction_id"] == "B" and len(record["lines"]) == 1
 
 
+def test_a_runs_check_counts_survive_another_run_restaging_the_same_days(pos, sync_url):
+    pos.add_sale("in-day", local(2026, 6, 10, 12))
+    store, source = SyncStore(sync_url, "America/Denver"), PosSource(pos.url)
+
+    first = store.stage_transactions(source, *window("2026-06-10"), run_id="backfill")
+    store.stage_transactions(source, *window("2026-06-10"), run_id="sensor")  # restages the row under its run id
+
+    # Counted inside the first run's transaction; counting after commit found 0 of the run's keys and failed the
+    # blocking unique_keys check of a run that did nothing wrong.
+    assert (first.staged, first.keys_staged, first.outside_window) == (1, 1, 0)
+
+
 def test_extract_reads_its_window_in_chunks(pos, sync_url):
     for n in range(230):
         pos.add_sale(f"T{n:04d}", local(2026, 6, 10, 8) + dt.timedelta(minutes=n), [("P1", "1", "45.00"), ("P2", "2", "18.00")])
