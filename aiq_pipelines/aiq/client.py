@@ -36,7 +36,7 @@ from urllib.parse import quote
 import httpx
 import tenacity
 
-from aiq_pipelines.aiq.payloads import AiqPayload, InventoryPayloadItem, Member, PersonaOverride, Visit
+from aiq_pipelines.aiq.payloads import AiqPayload, EncodedPayload, InventoryPayloadItem, Member, PersonaOverride, Visit
 from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -418,7 +418,7 @@ class AiqClient:
 
     # -- bulk senders ---------------------------------------------------------------------------------------
 
-    def _post_sales(self, visits: list[Visit]) -> list[None]:
+    def _post_sales(self, visits: list[Visit | EncodedPayload]) -> list[None]:
         self._call("POST", self._path("/api/v1.1/createUpdateSales"), content=_bulk_body(visits, b'{"visit":'))
         return [None] * len(visits)
 
@@ -494,10 +494,13 @@ class AiqClient:
                 if not future.cancelled() and future.exception() is not None:
                     logger.info("a later AIQ batch failed as well: %s", future.exception())
 
-    def send_sales(self, visits: Iterable[tuple[K, Visit]]) -> Iterator[BatchOutcome[K, Visit, None]]:
+    def send_sales(
+        self, visits: Iterable[tuple[K, Visit | EncodedPayload]]
+    ) -> Iterator[BatchOutcome[K, Visit | EncodedPayload, None]]:
         """Send sales in batches of ``batch_size_sales``, yielding each batch's outcome once AIQ answered it.
 
-        The iterable is read lazily, one batch at a time.
+        A sale is a ``Visit`` or the bytes of one encoded earlier (staged at extract). The iterable is read lazily,
+        one batch at a time.
         """
         return self._send(visits, self.batch_size_sales, self._post_sales)
 
@@ -516,7 +519,7 @@ def _any_failed(futures: Iterable[Future[Any]]) -> bool:
     return any(f.done() and not f.cancelled() and f.exception() is not None for f in futures)
 
 
-def _bulk_body(payloads: Sequence[AiqPayload], wrapper: bytes = b"") -> bytes:
+def _bulk_body(payloads: Sequence[AiqPayload | EncodedPayload], wrapper: bytes = b"") -> bytes:
     """A bulk call's JSON array from each payload's encoding, each inside ``{"<wrapper>": ...}`` when given."""
     close = b"}" if wrapper else b""
     return b"[" + b",".join(wrapper + p.encoded + close for p in payloads) + b"]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ import sqlalchemy as sa
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"aiq_pipelines schema").digest()[:8], "big", signed=True)
+
+logger = logging.getLogger(__name__)
 
 
 def _configure_sqlite(dbapi_connection, _record) -> None:
@@ -77,17 +80,34 @@ def read_only_engine_for(url: str) -> sa.Engine:
     return sa.create_engine(parsed, creator=connect)
 
 
-def create_tables(engine: sa.Engine, metadata: sa.MetaData, tables: Sequence[sa.Table] | None = None) -> None:
+def create_tables(
+    engine: sa.Engine,
+    metadata: sa.MetaData,
+    tables: Sequence[sa.Table] | None = None,
+    *,
+    rebuildable: Sequence[sa.Table] = (),
+) -> None:
     """Create the tables that don't exist yet, safely when several processes start on a fresh database at once.
 
     Checking for a table and creating it are separate statements, so two runs starting together would both find it
     missing and the slower CREATE would fail. Checking and creating under the database's writer lock (SQLite) or an
     advisory lock (PostgreSQL) makes the second process find the first one's tables.
+
+    A ``rebuildable`` table holds only what the pipeline can produce again (staging): when its columns differ from
+    this version's, it is dropped and created anew rather than failing every query on a missing column.
     """
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         elif conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+        inspector = sa.inspect(conn)
+        for table in rebuildable:
+            if not inspector.has_table(table.name):
+                continue
+            existing = {column["name"] for column in inspector.get_columns(table.name)}
+            if existing != set(table.columns.keys()):
+                logger.warning(f"{table.name} has an older layout; recreating it (the next extract restages it)")
+                table.drop(conn)
         metadata.create_all(conn, tables=tables)
         conn.commit()

@@ -11,7 +11,6 @@ sent.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -31,8 +30,8 @@ from aiq_pipelines.aiq.client import (
     BatchOutcome,
     redact_personal_data,
 )
-from aiq_pipelines.aiq.payloads import AiqPayload, Member, canonical_json
-from aiq_pipelines.pos.records import InventoryItem, Persona, RecordRejected, Transaction, build_persona
+from aiq_pipelines.aiq.payloads import EncodedPayload, Member, payload_hash
+from aiq_pipelines.pos.records import InventoryItem, Persona, RecordRejected, build_persona
 from aiq_pipelines.pos.source import PosSource, chunked
 from aiq_pipelines.sync.lease import push_lease
 from aiq_pipelines.sync.ledger import Ledger, LedgerEntry, aiq_ledger
@@ -53,16 +52,12 @@ WAITING_FOR_PERSONA = "waiting for its persona: the customer is quarantined or w
 logger = logging.getLogger(__name__)
 
 
-def payload_hash(payload: AiqPayload | dict[str, Any]) -> str:
-    """The digest the ledger keeps: of the very bytes a bulk call sends for ``payload``."""
-    encoded = payload.encoded if isinstance(payload, AiqPayload) else canonical_json(payload)
-    return hashlib.sha256(encoded).hexdigest()
-
-
 def profile_hash(member: Member) -> str:
     """A persona's payload without the fields that only the override call may change."""
-    body = {k: v for k, v in member.to_json().items() if k not in ("phone_number", "email")}
-    return payload_hash(body)
+    body = member.__pydantic_serializer__.to_json(
+        member, exclude={"phone_number", "email"}, exclude_none=True, by_alias=True
+    )
+    return hashlib.sha256(body).hexdigest()
 
 
 @dataclass(kw_only=True)
@@ -93,6 +88,24 @@ class _Staged:
     entry: LedgerEntry | None = None
     payload_hash: str = ""  # set once the payload is built, so it is hashed once
 
+    # Plain constructor calls: dataclasses.replace costs several times more, once or twice per record pushed.
+    def with_entry(self, entry: LedgerEntry | None) -> _Staged:
+        return _Staged(self.key, self.source_hash, self.business_date, entry, self.payload_hash)
+
+    def with_payload_hash(self, digest: str) -> _Staged:
+        return _Staged(self.key, self.source_hash, self.business_date, self.entry, digest)
+
+
+@dataclass(frozen=True)
+class _StagedSale:
+    """What a push needs of a staged receipt: its payload was built at extract (``staged_transactions.payload``)."""
+
+    customer_id: str | None
+    is_void: bool
+    payload: EncodedPayload | None
+    payload_hash: str | None
+    payload_error: str | None
+
 
 @dataclass
 class _ChunkDiff:
@@ -109,7 +122,7 @@ class _ChunkDiff:
     def read(self, staged: _Staged) -> _Staged:
         """Count the record and attach what the ledger knows about it."""
         self.report.staged += 1
-        return dataclasses.replace(staged, entry=self.entries.get(staged.key))
+        return staged.with_entry(self.entries.get(staged.key))
 
     def quarantine(self, staged: _Staged, reason: str) -> None:
         self.report.reject(staged.key, reason)
@@ -260,13 +273,13 @@ class Pusher:
                 try:
                     mapped = mapping.member_payload(persona)
                 except ValidationError as exc:
-                    diff.quarantine(staged, _payload_reason(exc))
+                    diff.quarantine(staged, mapping.payload_reason(exc))
                     continue
                 report.member_issues.update(mapped.issues)
                 digest = payload_hash(mapped.member)
                 if diff.settled(staged, digest) or self._override(staged, mapped.member, report):
                     continue
-                yield dataclasses.replace(staged, payload_hash=digest), mapped.member
+                yield staged.with_payload_hash(digest), mapped.member
             self._write_back(diff)
 
     def _send_members(self, *sources: tuple[Iterable[tuple[Persona, _Staged]], PushReport]) -> None:
@@ -338,35 +351,32 @@ class Pusher:
     # -- sales ----------------------------------------------------------------------------------------------
 
     def _sale_candidates(
-        self, records: Iterable[tuple[Transaction, _Staged]], source: PosSource, report: PushReport,
+        self, records: Iterable[tuple[_StagedSale, _Staged]], source: PosSource, report: PushReport,
         personas: PushReport,
-    ) -> Iterator[tuple[_Staged, Any]]:
+    ) -> Iterator[tuple[_Staged, EncodedPayload]]:
         for chunk in chunked(iter(records), PUSH_CHUNK):
             diff = self._diff("transaction", chunk, report)
-            needed = {tx.customer_id for tx, _ in chunk if tx.customer_id and not tx.is_void}
+            needed = {sale.customer_id for sale, _ in chunk if sale.customer_id and not sale.is_void}
             known = set(self.ledger.entries("persona", needed))
             if needed - known:
                 sent_before = personas.sent
                 self._send_members((self._personas_by_id(needed - known, source, personas), personas))
                 report.personas_sent_first += personas.sent - sent_before
                 known = set(self.ledger.entries("persona", needed))
-            for tx, staged in chunk:
+            for sale, staged in chunk:
                 staged = diff.read(staged)
-                if tx.is_void and staged.entry is None:
+                if sale.is_void and staged.entry is None:
                     report.voided_unsent += 1  # voided before it was ever sent: AIQ never hears of it
                     diff.cleared.append(staged.key)
                     continue
-                if not tx.is_void and tx.customer_id and tx.customer_id not in known:
+                if not sale.is_void and sale.customer_id and sale.customer_id not in known:
                     diff.quarantine(staged, WAITING_FOR_PERSONA)
                     continue
-                try:
-                    visit = mapping.void_sale_payload(tx) if tx.is_void else mapping.sale_payload(tx)
-                except ValidationError as exc:
-                    diff.quarantine(staged, _payload_reason(exc))
+                if sale.payload is None or sale.payload_hash is None:
+                    diff.quarantine(staged, sale.payload_error or "payload missing: re-run the day's extract")
                     continue
-                digest = payload_hash(visit)
-                if not diff.settled(staged, digest):
-                    yield dataclasses.replace(staged, payload_hash=digest), visit
+                if not diff.settled(staged, sale.payload_hash):
+                    yield staged.with_payload_hash(sale.payload_hash), sale.payload
             self._write_back(diff)
 
     def push_sales(self, start: dt.datetime, end: dt.datetime, source: PosSource) -> tuple[PushReport, PushReport]:
@@ -376,7 +386,7 @@ class Pusher:
         """
         report = PushReport(entity="transaction")
         personas = PushReport(entity="persona")
-        candidates = self._sale_candidates(self._staged(staged_transactions, Transaction, start, end), source, report, personas)
+        candidates = self._sale_candidates(self._staged_sales(start, end), source, report, personas)
         with self._lease():
             self._start_progress("transaction", staged_transactions, start, end)
             # The personas the window's sales need and the ledger lacks (aiq_personas usually sent them), in one stream
@@ -403,11 +413,11 @@ class Pusher:
                     try:
                         payload = mapping.inventory_payload(item)
                     except ValidationError as exc:
-                        diff.quarantine(staged, _payload_reason(exc))
+                        diff.quarantine(staged, mapping.payload_reason(exc))
                         continue
                     digest = payload_hash(payload)
                     if not diff.settled(staged, digest):
-                        yield dataclasses.replace(staged, payload_hash=digest), payload
+                        yield staged.with_payload_hash(digest), payload
                 self._write_back(diff)
 
         with self._lease():
@@ -432,6 +442,23 @@ class Pusher:
             rows = conn.execution_options(stream_results=True, yield_per=PUSH_CHUNK).execute(query)
             for record_key, content_hash, business_date, record in rows:
                 yield model.model_validate_json(record), _Staged(record_key, content_hash, business_date)
+
+    def _staged_sales(self, start: dt.datetime, end: dt.datetime) -> Iterator[tuple[_StagedSale, _Staged]]:
+        """The window's staged receipts with their payloads, in key order, without parsing the staged records."""
+        table = staged_transactions
+        first, stop = self._days(start, end)
+        query = (
+            sa.select(table.c.transaction_id, table.c.content_hash, table.c.business_date, table.c.customer_id,
+                      table.c.is_void, table.c.payload, table.c.payload_hash, table.c.payload_error)
+            .where(table.c.business_date >= first, table.c.business_date < stop)
+            .order_by(table.c.transaction_id)
+        )
+        with self.store.engine.connect() as conn:
+            rows = conn.execution_options(stream_results=True, yield_per=PUSH_CHUNK).execute(query)
+            for key, content_hash, business_date, customer_id, is_void, payload, digest, error in rows:
+                sale = _StagedSale(customer_id, is_void, None if payload is None else EncodedPayload(bytes(payload)),
+                                   digest, error)
+                yield sale, _Staged(key, content_hash, business_date)
 
     def _days(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
         return start.astimezone(self.store.tz).date(), end.astimezone(self.store.tz).date()
@@ -498,11 +525,6 @@ class Pusher:
         if self._meter is not None and self._meter[0] == report.entity:
             self._meter[1].update(report.accounted, f"{report.sent:,} sent, {report.unchanged:,} unchanged, "
                                                     f"{report.quarantined:,} quarantined")
-
-
-def _payload_reason(exc: ValidationError) -> str:
-    fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False)})
-    return "payload invalid for AIQ: " + ", ".join(fields)
 
 
 def _refusal(message: str) -> str:

@@ -8,6 +8,7 @@ that names fields and rules only (no phone or email), tied to the business day s
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import zoneinfo
@@ -17,8 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 
+from aiq_pipelines.aiq import mapping
+from aiq_pipelines.aiq.payloads import payload_hash
 from aiq_pipelines.pos.records import (
     InventoryItem,
     Persona,
@@ -44,6 +48,11 @@ staged_transactions = sa.Table(
     sa.Column("last_modified_at", sa.DateTime, nullable=False),
     sa.Column("record", sa.Text, nullable=False),
     sa.Column("content_hash", sa.String(64), nullable=False),
+    # The sale as AIQ receives it (mapping.visit_payload), built once here so a push sends stored bytes; when it
+    # cannot be built, payload_error says why and the push quarantines the sale at stage "payload".
+    sa.Column("payload", sa.LargeBinary),
+    sa.Column("payload_hash", sa.String(64)),
+    sa.Column("payload_error", sa.Text),
     sa.Column("run_id", sa.String, nullable=False, index=True),
     sa.Column("staged_at", sa.DateTime, nullable=False),
 )
@@ -89,17 +98,21 @@ quarantine = sa.Table(
 
 def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert rows, or update them where their primary key exists (SQLite and PostgreSQL)."""
-    if not rows:
-        return
-    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(conn.dialect.name)
+    if rows:
+        conn.execute(_upsert_statement(conn.dialect.name, table), rows)
+
+
+@functools.cache
+def _upsert_statement(dialect: str, table: sa.Table) -> sa.Executable:
+    # Built once per table: building it and its cache key again for every batch showed in the push's profile.
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
-        raise NotImplementedError(f"the sync database supports SQLite and PostgreSQL, not {conn.dialect.name}")
+        raise NotImplementedError(f"the sync database supports SQLite and PostgreSQL, not {dialect}")
     stmt = insert(table)
     keys = [c.name for c in table.primary_key.columns]
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
     )
-    conn.execute(stmt, rows)
 
 
 def _utcnow() -> dt.datetime:
@@ -177,7 +190,8 @@ class SyncStore:
     def __init__(self, database_url: str, timezone: str):
         self.engine = engine_for(database_url)
         self.tz = zoneinfo.ZoneInfo(timezone)
-        create_tables(self.engine, metadata)
+        # Staging holds nothing the next extract cannot rebuild, so a staging table of an older layout is recreated.
+        create_tables(self.engine, metadata, rebuildable=(staged_transactions, staged_personas, staged_inventory))
 
     def business_date(self, moment: dt.datetime) -> dt.date:
         """The store's local day of a UTC moment (naive values are UTC)."""
@@ -346,6 +360,11 @@ class SyncStore:
         """Replace the staged receipts of the business days in [start, end) with what the POS holds now."""
 
         def to_row(tx: Transaction, run: str, now: dt.datetime) -> dict[str, Any]:
+            try:
+                visit = mapping.visit_payload(tx)
+                payload, digest, error = visit.encoded, payload_hash(visit), None
+            except ValidationError as exc:
+                payload, digest, error = None, None, mapping.payload_reason(exc)
             return {
                 "transaction_id": tx.transaction_id,
                 "business_date": self.business_date(tx.transaction_at),
@@ -354,6 +373,9 @@ class SyncStore:
                 "is_void": tx.is_void,
                 "last_modified_at": _naive_utc(tx.last_modified_at),
                 **_record_columns(tx),
+                "payload": payload,
+                "payload_hash": digest,
+                "payload_error": error,
                 "run_id": run,
                 "staged_at": now,
             }

@@ -76,6 +76,10 @@ class BrokenDateVisit(Visit):
     def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), "transaction_date": "2026-02-01T17:30:00Z"}
 
+    @property
+    def encoded(self) -> bytes:  # what bulk calls send
+        return json.dumps(self.to_json()).encode()
+
 
 def api_requests(sandbox: Sandbox) -> list[dict[str, Any]]:
     return [r for r in sandbox.requests() if r["path"].startswith("/api/")]

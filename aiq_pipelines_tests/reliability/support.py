@@ -9,6 +9,7 @@ its own (``start_sync_process``, which the crash and concurrency tests need); an
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -28,7 +29,6 @@ from aiq_pipelines.defs.aiq_assets import aiq_personas, aiq_sales
 from aiq_pipelines.defs.pos_assets import pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.sync.ledger import aiq_ledger
-from aiq_pipelines.sync.push import payload_hash
 from aiq_pipelines_tests.pos_factory import PosFactory
 from aiq_pipelines_tests.sync.test_push import DENVER, local
 
@@ -165,14 +165,19 @@ def ledger_hashes(sync_url: str, account: str) -> dict[tuple[str, str], str]:
         return {(entity, key): digest for entity, key, digest in conn.execute(query)}
 
 
+def _wire_hash(body: dict[str, Any]) -> str:
+    """The digest of ``body`` encoded as the client sends it: compact UTF-8 JSON, fields in the order received."""
+    return hashlib.sha256(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
 def aiq_hashes(sandbox) -> dict[tuple[str, str], str]:
     """(entity, key) -> hash of the payload the sandbox holds, hashed as the ledger hashes what it sent."""
     state = sandbox.state()
-    sales = {("transaction", s["pos_id"]): payload_hash({k: v for k, v in s.items()
-                                                         if k not in ("persona_known_at_arrival", "received_at")})
+    sales = {("transaction", s["pos_id"]): _wire_hash({k: v for k, v in s.items()
+                                                       if k not in ("persona_known_at_arrival", "received_at")})
              for s in state["sales"]}
-    members = {("persona", m["pos_user"]): payload_hash({k: v for k, v in m.items()
-                                                         if k not in ("contactID", "srcID", "updated_at")})
+    members = {("persona", m["pos_user"]): _wire_hash({k: v for k, v in m.items()
+                                                       if k not in ("contactID", "srcID", "updated_at")})
                for m in state["members"]}
     return sales | members
 

@@ -250,6 +250,22 @@ def test_a_refused_record_is_quarantined_and_the_rest_of_its_batch_delivered(sho
     assert sandbox.requests(since_id=since) == [], "an unchanged refused record is not re-sent"
 
 
+def test_a_sale_whose_payload_cannot_be_built_is_quarantined_with_its_reason_not_sent(shop, sync_url, sandbox):
+    # 5e13 is a valid POS amount, but a JSON float cannot carry it to the cent (past float range it would be null).
+    shop.add_product("P-HUGE", sku="SKU-HUGE", name="Typo in the price", unit_price="50000000000000.00")
+    shop.add_sale("huge", local(2026, 6, 10, 17), [("P-HUGE", "1", "50000000000000.00")], customer_id="C1")
+
+    result = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+
+    assert "huge" not in sales_by_id(sandbox) and "regular" in sales_by_id(sandbox)
+    with sa.create_engine(sync_url).connect() as conn:
+        stage, reason = conn.execute(sa.select(quarantine.c.stage, quarantine.c.reason).where(
+            quarantine.c.record_key == "huge")).one()
+    assert stage == "payload"
+    assert reason.startswith("payload invalid for AIQ: transaction_total, ") and "visit_details_attributes.0.price" in reason
+    assert metadata(result, "aiq_sales")["quarantined"] >= 1
+
+
 def test_inventory_is_sent_once_per_product_and_only_when_it_changes(shop, sync_url, sandbox):
     shop.insert("inventory", product_id="P1", location_id="STORE-01", quantity_available=12,
                 last_modified_at=dt.datetime(2026, 6, 1))
