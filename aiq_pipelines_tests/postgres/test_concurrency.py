@@ -2,10 +2,12 @@
 
 import multiprocessing
 import os
+import pathlib
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 
 import pytest
@@ -30,6 +32,7 @@ RUN_SCRIPT = textwrap.dedent("""
     resources = {"pos": PosDatabase(url=pos_url), "sync": SyncDatabase(url=sync_url, timezone="America/Denver"),
                  "aiq": aiq_resource(sandbox, sync_url, batch_size_sales=10, batch_size_members=10)}
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    pathlib.Path(times + ".ready").touch()
     while not pathlib.Path(gate).exists():  # both runs start together once both have imported Dagster
         time.sleep(0.01)
     started = time.time()
@@ -82,7 +85,13 @@ def test_two_runs_of_the_same_days_at_once_leave_aiq_and_the_ledger_agreeing(pos
     runs = [subprocess.Popen([sys.executable, str(script), pos.url, sync_url, sandbox.base_url, sandbox.api_key,
                               sandbox.uid, str(gate), *DAYS, str(path)], env=env, start_new_session=True)
             for path in times]
-    gate.touch()  # each run passes the gate once it has imported Dagster, so their work overlaps
+    # Open the gate once both runs have imported Dagster (which takes seconds, more on a loaded machine), so their
+    # work overlaps however long either import took.
+    deadline = time.monotonic() + 120
+    while not all(pathlib.Path(f"{path}.ready").exists() for path in times):
+        assert all(run.poll() is None for run in runs) and time.monotonic() < deadline, "a run never got ready"
+        time.sleep(0.01)
+    gate.touch()
     codes = [run.wait(timeout=180) for run in runs]
 
     assert codes == [0, 0], "both runs succeed: no deadlock, no duplicate-key error between them"
