@@ -1,13 +1,13 @@
 """Sending what changed to AIQ: staged records → payloads → diff against the ledger → batches → ledger.
 
 One ``Pusher`` serves one run and one AIQ account. Records are read from staging in chunks; each record's payload is
-hashed and compared with the ledger, so an unchanged record costs no request. A sale's payload and its hash were
-staged by the extract, so sales are sent as stored bytes; personas and products are mapped here. Batches go through the client's bulk
-senders, which keep a few at AIQ at once; each batch's outcome comes back in order, once AIQ answered it, and is
-written to the ledger in a transaction of its own. A sale's persona is always acknowledged by AIQ before the sale is
-sent: the personas a chunk of sales needs are sent, and their stream drained, before any of those sales is. Each push
-holds the account's push lease (``sync.lease``), so runs that overlap take turns and none sends what another has just
-sent.
+hashed and compared with the ledger, so an unchanged record costs no request. A sale's payload and its hash were staged
+by the extract, so sales are sent as stored bytes; personas and products are mapped here. Batches go through the
+client's bulk senders, which keep a few at AIQ at once; each batch's outcome comes back in order, once AIQ answered it,
+and is written to the ledger in a transaction of its own. A sale's persona is always acknowledged by AIQ before the
+sale is sent: the personas a chunk of sales needs are sent, and their stream drained, before any of those sales is.
+Each push holds the account's push lease (``sync.lease``), so runs that overlap take turns and none sends what another
+has just sent.
 """
 
 from __future__ import annotations

@@ -186,7 +186,8 @@ def test_the_bytes_a_bulk_call_sends_are_the_json_of_to_json() -> None:
     payloads = [
         full_visit(location="Café Zoë 🌿 متجر"),
         Member(pos_user="C-1", first_name="Zoë", birthday=dt.date(1990, 2, 1), phone_number="3035550100"),
-        InventoryPayloadItem(sku="s", product_id="p", quantity=Decimal("1E+2"), date_added=dt.datetime(2022, 8, 9, tzinfo=UTC),
+        InventoryPayloadItem(sku="s", product_id="p", quantity=Decimal("1E+2"),
+                             date_added=dt.datetime(2022, 8, 9, tzinfo=UTC),
                              custom_attr=(CustomAttr(parent="cost", key="unit_cost", value="4.50"),)),
     ]
     for payload in payloads:

@@ -159,7 +159,8 @@ def test_a_staging_table_of_an_older_layout_is_rebuilt_and_the_ledger_kept(pos, 
     with sa.create_engine(sync_url).begin() as conn:  # staged_transactions as it was before payloads were staged
         conn.exec_driver_sql("CREATE TABLE staged_transactions (transaction_id VARCHAR PRIMARY KEY, business_date DATE,"
                              " record TEXT, content_hash VARCHAR(64), run_id VARCHAR, staged_at DATETIME)")
-        conn.exec_driver_sql("INSERT INTO staged_transactions VALUES ('old', '2026-06-01', '{}', 'h', 'r0', '2026-06-01')")
+        conn.exec_driver_sql(
+            "INSERT INTO staged_transactions VALUES ('old', '2026-06-01', '{}', 'h', 'r0', '2026-06-01')")
         conn.exec_driver_sql("CREATE TABLE aiq_ledger_probe (k VARCHAR)")  # any other table is left alone
         conn.exec_driver_sql("INSERT INTO aiq_ledger_probe VALUES ('kept')")
 

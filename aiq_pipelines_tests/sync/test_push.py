@@ -262,7 +262,8 @@ def test_a_sale_whose_payload_cannot_be_built_is_quarantined_with_its_reason_not
         stage, reason = conn.execute(sa.select(quarantine.c.stage, quarantine.c.reason).where(
             quarantine.c.record_key == "huge")).one()
     assert stage == "payload"
-    assert reason.startswith("payload invalid for AIQ: transaction_total, ") and "visit_details_attributes.0.price" in reason
+    assert reason.startswith("payload invalid for AIQ: transaction_total, ")
+    assert "visit_details_attributes.0.price" in reason
     assert metadata(result, "aiq_sales")["quarantined"] >= 1
 
 
