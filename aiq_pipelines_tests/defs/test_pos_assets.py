@@ -129,18 +129,24 @@ def test_a_few_bad_sales_on_a_quiet_day_do_not_hold_it_back(pos, sync_url):
     assert evaluation.passed and evaluation.metadata["quarantined"].value == 9
 
 
+def run_with_transactions_query(tmp_path, pos_url: str, sync_url: str, sql: str) -> dg.ExecuteInProcessResult:
+    """pos_transactions for 2026-06-10 with ``sql`` as the POS_QUERIES_FILE's transactions query."""
+    queries = tmp_path / "q.yaml"
+    queries.write_text("transactions: |\n" + "".join(f"  {line}\n" for line in sql.splitlines()))
+    res = {"pos": PosDatabase(url=pos_url, queries_file=str(queries)),
+           "sync": SyncDatabase(url=sync_url, timezone="America/Denver")}
+    with dg.instance_for_test() as instance:
+        return dg.materialize([pos_transactions], resources=res, partition_key="2026-06-10", instance=instance,
+                              raise_on_error=False)
+
+
 def test_window_check_catches_a_query_that_ignores_the_window(tmp_path, pos, sync_url):
     pos.add_sale("in-day", dt.datetime(2026, 6, 10, 18))
     pos.add_sale("next-week", dt.datetime(2026, 6, 17, 18))
-    queries = tmp_path / "q.yaml"
     sql = TRANSACTIONS_SQL.replace(
         "WHERE t.transaction_at >= :window_start AND t.transaction_at < :window_end",
         "WHERE :window_start IS NOT NULL AND :window_end IS NOT NULL")
-    queries.write_text("transactions: |\n" + "".join(f"  {line}\n" for line in sql.splitlines()))
-    res = {"pos": PosDatabase(url=pos.url, queries_file=str(queries)), "sync": SyncDatabase(url=sync_url, timezone="America/Denver")}
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([pos_transactions], resources=res, partition_key="2026-06-10", instance=instance,
-                                raise_on_error=False)
+    result = run_with_transactions_query(tmp_path, pos.url, sync_url, sql)
     evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["within_window"]
     assert not evaluation.passed and evaluation.metadata["outside_window"].value == 1
     assert "must filter on :window_start/:window_end" in evaluation.description
@@ -151,12 +157,7 @@ def test_unique_keys_fails_when_the_query_returns_a_receipt_twice(tmp_path, pos,
     pos.add_sale("S2", dt.datetime(2026, 6, 10, 19))
     body = TRANSACTIONS_SQL.split("ORDER BY")[0]
     sql = f"SELECT * FROM ({body}) AS first_pass UNION ALL SELECT * FROM ({body}) AS second_pass"  # S1, S2, S1, S2
-    queries = tmp_path / "q.yaml"
-    queries.write_text("transactions: |\n" + "".join(f"  {line}\n" for line in sql.splitlines()))
-    res = {"pos": PosDatabase(url=pos.url, queries_file=str(queries)), "sync": SyncDatabase(url=sync_url, timezone="America/Denver")}
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([pos_transactions], resources=res, partition_key="2026-06-10", instance=instance,
-                                raise_on_error=False)
+    result = run_with_transactions_query(tmp_path, pos.url, sync_url, sql)
     evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["unique_keys"]
     assert not evaluation.passed
     assert (evaluation.metadata["records_written"].value, evaluation.metadata["distinct_keys_staged"].value) == (4, 2)
@@ -210,11 +211,7 @@ def test_records_dated_outside_every_partition_are_quarantined_with_a_warning_no
 
 def test_a_custom_transactions_query_without_a_stray_query_warns_that_strays_cannot_be_found(tmp_path, pos, sync_url):
     pos.add_sale("in-day", dt.datetime(2026, 6, 10, 18))
-    queries = tmp_path / "q.yaml"
-    queries.write_text("transactions: |\n" + "".join(f"  {line}\n" for line in TRANSACTIONS_SQL.splitlines()))
-    res = {"pos": PosDatabase(url=pos.url, queries_file=str(queries)), "sync": SyncDatabase(url=sync_url, timezone="America/Denver")}
-    with dg.instance_for_test() as instance:
-        result = dg.materialize([pos_transactions], resources=res, partition_key="2026-06-10", instance=instance)
+    result = run_with_transactions_query(tmp_path, pos.url, sync_url, TRANSACTIONS_SQL)
     assert result.success and sorted(staged(sync_url)) == ["in-day"]
     evaluation = {e.check_name: e for e in result.get_asset_check_evaluations()}["none_outside_partitions"]
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
