@@ -154,15 +154,15 @@ def test_a_runs_check_counts_survive_another_run_restaging_the_same_days(pos, sy
     assert (first.staged, first.keys_staged, first.outside_window) == (1, 1, 0)
 
 
-def test_a_staging_table_of_an_older_layout_is_rebuilt_and_the_ledger_kept(pos, sync_url):
+def test_a_staging_table_of_an_older_layout_is_rebuilt_and_other_tables_kept(pos, sync_url):
     pos.add_sale("in-day", local(2026, 6, 10, 12))
     with sa.create_engine(sync_url).begin() as conn:  # staged_transactions as it was before payloads were staged
         conn.exec_driver_sql("CREATE TABLE staged_transactions (transaction_id VARCHAR PRIMARY KEY, business_date DATE,"
                              " record TEXT, content_hash VARCHAR(64), run_id VARCHAR, staged_at DATETIME)")
         conn.exec_driver_sql(
             "INSERT INTO staged_transactions VALUES ('old', '2026-06-01', '{}', 'h', 'r0', '2026-06-01')")
-        conn.exec_driver_sql("CREATE TABLE aiq_ledger_probe (k VARCHAR)")  # any other table is left alone
-        conn.exec_driver_sql("INSERT INTO aiq_ledger_probe VALUES ('kept')")
+        conn.exec_driver_sql("CREATE TABLE other_table (k VARCHAR)")  # such as the ledger: left alone
+        conn.exec_driver_sql("INSERT INTO other_table VALUES ('kept')")
 
     store = SyncStore(sync_url, "America/Denver")
     store.stage_transactions(PosSource(pos.url), *window("2026-06-10"), run_id="r1")
@@ -170,7 +170,7 @@ def test_a_staging_table_of_an_older_layout_is_rebuilt_and_the_ledger_kept(pos, 
     assert staged_ids(store) == ["in-day"], "the old rows went with the old layout; the extract restaged its days"
     with store.engine.connect() as conn:
         payload = conn.scalar(sa.select(staged_transactions.c.payload))
-        assert conn.exec_driver_sql("SELECT k FROM aiq_ledger_probe").scalar() == "kept"
+        assert conn.exec_driver_sql("SELECT k FROM other_table").scalar() == "kept"
     assert json.loads(payload)["pos_id"] == "in-day"
 
 
