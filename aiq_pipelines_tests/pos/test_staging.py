@@ -14,6 +14,7 @@ from aiq_pipelines.defs.partitions import business_days
 from aiq_pipelines.pos.source import QUERIES, PosQueryError, PosSource, load_queries
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.staging import SyncStore, staged_personas, staged_transactions
+from aiq_pipelines_tests.pos_factory import PosFactory
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
 
@@ -154,11 +155,12 @@ def test_a_runs_check_counts_survive_another_run_restaging_the_same_days(pos, sy
     assert (first.staged, first.keys_staged, first.outside_window) == (1, 1, 0)
 
 
-def test_a_staging_table_of_an_older_layout_is_rebuilt_and_other_tables_kept(pos, sync_url):
+def assert_an_older_staging_layout_is_rebuilt(pos: PosFactory, sync_url: str) -> None:
+    """Shared with the PostgreSQL tests: the DDL below is valid on both."""
     pos.add_sale("in-day", local(2026, 6, 10, 12))
     with sa.create_engine(sync_url).begin() as conn:  # staged_transactions as it was before payloads were staged
         conn.exec_driver_sql("CREATE TABLE staged_transactions (transaction_id VARCHAR PRIMARY KEY, business_date DATE,"
-                             " record TEXT, content_hash VARCHAR(64), run_id VARCHAR, staged_at DATETIME)")
+                             " record TEXT, content_hash VARCHAR(64), run_id VARCHAR, staged_at TIMESTAMP)")
         conn.exec_driver_sql(
             "INSERT INTO staged_transactions VALUES ('old', '2026-06-01', '{}', 'h', 'r0', '2026-06-01')")
         conn.exec_driver_sql("CREATE TABLE other_table (k VARCHAR)")  # such as the ledger: left alone
@@ -172,6 +174,10 @@ def test_a_staging_table_of_an_older_layout_is_rebuilt_and_other_tables_kept(pos
         payload = conn.scalar(sa.select(staged_transactions.c.payload))
         assert conn.exec_driver_sql("SELECT k FROM other_table").scalar() == "kept"
     assert json.loads(payload)["pos_id"] == "in-day"
+
+
+def test_a_staging_table_of_an_older_layout_is_rebuilt_and_other_tables_kept(pos, sync_url):
+    assert_an_older_staging_layout_is_rebuilt(pos, sync_url)
 
 
 def test_extract_reads_its_window_in_chunks(pos, sync_url):
