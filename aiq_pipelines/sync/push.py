@@ -55,10 +55,7 @@ logger = logging.getLogger(__name__)
 
 def profile_hash(member: Member) -> str:
     """A persona's payload without the fields that only the override call may change."""
-    body = member.__pydantic_serializer__.to_json(
-        member, exclude={"phone_number", "email"}, exclude_none=True, by_alias=True
-    )
-    return hashlib.sha256(body).hexdigest()
+    return hashlib.sha256(member.encoded_without("phone_number", "email")).hexdigest()
 
 
 @dataclass(kw_only=True)
