@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from aiq_pipelines.aiq.sandbox.limits import RateLimiter
 from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS, HTTP, Sandbox, run_sandbox
 
 PHONE = "3125550142"
@@ -490,6 +491,43 @@ def test_over_the_second_limit_is_429_with_retry_after(sandbox_factory) -> None:
     assert response.status_code == 200
     assert log[-1]["received_at"] - first_accepted >= 0.9  # the window is one second, give or take clock reads
     assert {r["fault"] for r in log[2:-1]} == {"rate_limited"} and log[-1]["fault"] is None
+
+
+def test_a_request_counts_against_the_limits_from_its_arrival(sandbox_factory) -> None:
+    # A gateway counts a request when it arrives; a slow upload must not move it later in the window.
+    running = sandbox_factory(per_second=1, per_minute=1000, per_hour=10000)
+    body = json.dumps({"visit": visit("slow-upload")}).encode()
+    uploaded = threading.Event()
+
+    def upload() -> Iterator[bytes]:
+        yield body[:10]
+        uploaded.wait(10)
+        yield body[10:]
+
+    answers: list[httpx.Response] = []
+    headers = {**running.headers, "content-type": "application/json"}
+    sender = threading.Thread(
+        target=lambda: answers.append(HTTP.post(url(running, "createUpdateSale"), content=upload(), headers=headers))
+    )
+    sender.start()
+    deadline = time.monotonic() + 10
+    while not running.requests():
+        assert time.monotonic() < deadline, "the slow upload never arrived"
+    time.sleep(1.2)  # the upload outlasts the one-second window: the subject of the test, not a synchronisation
+    uploaded.set()
+    sender.join()
+    ok_data(answers[0])
+    # Counted when its body completed, the upload would still fill the window and this request would be refused.
+    ok_data(post(running, "createUpdateSale", {"visit": visit("next")}))
+
+
+def test_an_arrival_before_the_last_admitted_one_counts_as_at_it() -> None:
+    # Bodies finish arriving out of order; the windows must still see the requests in order.
+    limiter = RateLimiter(((1, 2),))
+    assert limiter.admit(100.0) is None
+    assert limiter.admit(99.5) is None  # its body finished after the one that arrived at 100.0
+    assert limiter.admit(100.9) == 1, "both earlier requests are inside the window that ends at 100.9"
+    assert limiter.admit(101.01) is None
 
 
 def test_over_the_minute_limit_retry_after_counts_down_the_minute(sandbox_factory) -> None:

@@ -4,17 +4,23 @@ Each API request passes the same checks in this order: logged at arrival -> auth
 rate limit (429) -> fault draw -> validation (400/413) -> applied. Nothing in a log line or in the request log holds the
 API key, a phone number or an email: only method, path, status, record count and record keys, with the moment the
 request arrived, how many requests were being handled then (itself included) and the moment it was answered.
+
+A request counts against the rate limits at the moment it arrived, as a gateway in front of AIQ would count it.
+The store's work (the request log, validation and writes) runs on one worker thread, in arrival order, so the event
+loop is never blocked and a request's arrival is not stamped late because another request's bulk write is running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import html
 import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +149,11 @@ class _Sandbox:
         self.limiter = RateLimiter(((1, config.per_second), (60, config.per_minute), (3600, config.per_hour)))
         self.faults = FaultDraw(config.faults, config.fault_seed)
         self.in_flight = 0
+        self._store_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-store")
+
+    def in_store(self, work: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``work(*args)`` on the store's worker thread: one at a time, in the order they were asked for."""
+        return asyncio.get_running_loop().run_in_executor(self._store_worker, functools.partial(work, *args))
 
     async def handle(self, endpoint: _Endpoint | None, request: Request) -> Response:
         """Answer an API request; ``endpoint`` is None when no endpoint has the request's method and path."""
@@ -153,8 +164,10 @@ class _Sandbox:
             self.in_flight -= 1
 
     async def _handle(self, endpoint: _Endpoint | None, request: Request) -> Response:
+        arrived = time.monotonic()
         call = _Call(request, received_at=time.time())
-        request_id = self.store.log_arrival(call.received_at, request.method, request.url.path, self.in_flight)
+        logged = self.in_store(self.store.log_arrival, call.received_at, request.method, request.url.path,
+                               self.in_flight)
         headers: dict[str, str] = {}
         try:
             self._authorize(request)
@@ -167,23 +180,26 @@ class _Sandbox:
                 await self._read_json(call)
             if not call.body_problem:
                 call.records, call.keys = endpoint.describe(request, call.body)
-            self._throttle(call)
+            self._throttle(call, arrived)
             self._refuse_listed_keys(call)
-            data = endpoint.handler(self, call)
+            data = await self.in_store(endpoint.handler, self, call)
             status, envelope = 200, {"code": 200, "success": True, "data": data}
         except _Refused as refusal:
             status, headers = refusal.status, refusal.headers
             envelope = {"code": status, "success": False, "errors": [{"message": m} for m in refusal.messages]}
         slow = call.fault == "slow"
-        self.store.log_outcome(request_id, status=status, records=call.records, keys=call.keys, fault=call.fault,
-                               answered_at=None if slow else time.time())
+        request_id = await logged
+        await self.in_store(functools.partial(
+            self.store.log_outcome, request_id, status=status, records=call.records, keys=call.keys,
+            fault=call.fault, answered_at=None if slow else time.time(),
+        ))
         log.info(
             "%s %s %d records=%d%s",
             request.method, request.url.path, status, call.records, f" fault={call.fault}" if call.fault else "",
         )
         if slow:
             await asyncio.sleep(self.config.slow_seconds)
-            self.store.log_answered(request_id, time.time())
+            await self.in_store(self.store.log_answered, request_id, time.time())
         if call.fault == "drop":
             return _DroppedResponse(status_code=status)
         return JSONResponse(envelope, status_code=status, headers=headers)
@@ -228,9 +244,9 @@ class _Sandbox:
         except (UnicodeDecodeError, ValueError) as error:
             call.body_problem = f"$: body is not JSON ({error.__class__.__name__}: send UTF-8 JSON without NaN)"
 
-    def _throttle(self, call: _Call) -> None:
-        """Apply the account's rate limits, then the injected fault drawn for this request."""
-        wait = self.limiter.admit()
+    def _throttle(self, call: _Call, arrived: float) -> None:
+        """Apply the account's rate limits as of the request's arrival, then the fault drawn for this request."""
+        wait = self.limiter.admit(arrived)
         if wait is not None:
             call.fault = "rate_limited"
             raise _Refused(
@@ -348,16 +364,16 @@ def create_app(config: SandboxConfig, store: Store) -> Starlette:
         return Route(path, serve, methods=methods)
 
     async def state(request: Request) -> Response:
-        return JSONResponse(store.state())
+        return JSONResponse(await sandbox.in_store(store.state))
 
     async def requests(request: Request) -> Response:
         since_id = request.query_params.get("since_id", "0")
         if not since_id.isdigit():
             return JSONResponse({"error": "since_id: expected a non-negative integer"}, status_code=400)
-        return JSONResponse(store.requests(int(since_id)))
+        return JSONResponse(await sandbox.in_store(store.requests, int(since_id)))
 
     async def home(request: Request) -> Response:
-        return HTMLResponse(_home_page(config, store))
+        return HTMLResponse(await sandbox.in_store(_home_page, config, store))
 
     return Starlette(
         routes=[

@@ -23,9 +23,16 @@ class RateLimiter:
         self._longest = max(seconds for seconds, _ in windows)
         self._accepted: list[float] = []
 
-    def admit(self) -> int | None:
-        """Count the request and return None if every window has room; else the whole seconds to wait (≥ 1)."""
-        now = time.monotonic()
+    def admit(self, arrived: float | None = None) -> int | None:
+        """Count a request that arrived at ``arrived`` (``time.monotonic()``, default now) and return None if every
+        window had room; else the whole seconds to wait (≥ 1).
+
+        Requests are admitted in the order their bodies finish arriving, which is not quite arrival order: an
+        arrival earlier than the last admitted one counts as at that one, so the windows stay ordered.
+        """
+        now = time.monotonic() if arrived is None else arrived
+        if self._accepted and now < self._accepted[-1]:
+            now = self._accepted[-1]
         del self._accepted[: bisect.bisect_right(self._accepted, now - self._longest)]
         waits = []
         for seconds, limit in self._windows:

@@ -71,7 +71,8 @@ class Store:
         if reset:
             for suffix in ("", "-wal", "-shm"):
                 path.with_name(path.name + suffix).unlink(missing_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
+        # Created here, then used only by the app's store worker thread, one call at a time.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
