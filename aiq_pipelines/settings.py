@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     aiq_requests_per_second: int = Field(5, ge=1)
     aiq_requests_per_minute: int = Field(120, ge=1)
     aiq_requests_per_hour: int = Field(2000, ge=1)
+    aiq_rate_limit_margin_seconds: float = Field(
+        0.1, ge=0, le=1, description="Extra time each send counts in AIQ's windows, covering the spread of delays "
+        "between our stamp and AIQ's arrival time; long windows get at least 1% of their length.",
+    )
     aiq_batch_size_sales: int = Field(100, ge=1, le=1000)
     aiq_batch_size_members: int = Field(100, ge=1, le=1000)
     aiq_batch_size_inventory: int = Field(100, ge=1, le=100, description="AIQ caps inventory at 100 items a call.")

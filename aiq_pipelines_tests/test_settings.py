@@ -16,6 +16,7 @@ def test_defaults_are_the_documented_ones():
     assert settings.pos_database_url.endswith(".data/pos.db")
     assert settings.sync_database_url.endswith(".data/sync.db")
     assert (settings.aiq_requests_per_second, settings.aiq_requests_per_minute, settings.aiq_requests_per_hour) == (5, 120, 2000)
+    assert settings.aiq_rate_limit_margin_seconds == 0.1
     assert settings.aiq_base_url == "http://127.0.0.1:8765"
 
 
@@ -27,6 +28,8 @@ def test_defaults_are_the_documented_ones():
         ("POS_DATABASE_URL", "not a url", "POS_DATABASE_URL: expected a SQLAlchemy URL"),
         ("AIQ_BASE_URL", "lab.alpineiq.com", "AIQ_BASE_URL: expected an http(s) URL"),
         ("AIQ_BATCH_SIZE_INVENTORY", "250", "AIQ_BATCH_SIZE_INVENTORY: Input should be less than or equal to 100"),
+        ("AIQ_RATE_LIMIT_MARGIN_SECONDS", "-0.05",
+         "AIQ_RATE_LIMIT_MARGIN_SECONDS: Input should be greater than or equal to 0"),
         ("QUARANTINE_MAX_RATE", "2", "QUARANTINE_MAX_RATE: Input should be less than or equal to 1"),
         ("POS_QUERIES_FILE", "/nonexistent/queries.yaml", "POS_QUERIES_FILE: expected the path of an existing YAML file"),
     ],

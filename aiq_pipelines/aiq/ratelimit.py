@@ -3,9 +3,12 @@
 AIQ counts requests per account over sliding windows of one second, one minute and one hour. Each
 ``acquire()`` takes a database lock, finds in one query the send that blocks each window, and either records a new
 send or sleeps until the oldest blocking send leaves its window. A send is counted for its window plus a margin, so
-jitter between our clock and AIQ's arrival time cannot make AIQ see one request too many: ``margin_seconds``, or 1% of
-the window when that is longer (with 0.1 s, a minute-bound 1M bench backfill drew two 429s: sends arrived later than
-that after we stamped them).
+the spread of delays between our stamp and AIQ's arrival time cannot make AIQ see one request too many:
+``margin_seconds`` (AIQ_RATE_LIMIT_MARGIN_SECONDS, 0.1 s by default), or 1% of the window when that is longer (with
+0.1 s on the minute, a minute-bound 1M bench backfill drew two 429s: sends arrived later than that after we stamped
+them). The margin costs throughput only while the window it pads is the one that binds: margin / window of it.
+A send that leaves well after it was stamped (a new connection, a thread waiting for the interpreter) is re-stamped
+with the moment it left (``restamp``), so the margin need only cover the network's share of the delay.
 Sends older than the longest window are deleted at most once per ``PURGE_INTERVAL`` seconds: they no longer count.
 It is safe to call from several threads at once (each acquire runs on its own pooled connection).
 
@@ -37,6 +40,15 @@ SEND_LOG = sa.Table(
 STANDARD_WINDOWS = (1.0, 60.0, 3600.0)
 MARGIN_FRACTION = 0.01  # of a window: the least margin a long window gets
 PURGE_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class Send:
+    """One send recorded in the log: its row, when it was stamped (``time.time()``) and how long it waited."""
+
+    id: int
+    at: float
+    waited: float
 
 
 @dataclass(frozen=True)
@@ -144,8 +156,8 @@ class AccountRateLimiter:
             (sent + span - now for sent, span in zip(row, self._spans, strict=True) if sent is not None), default=0.0
         )
 
-    def acquire(self) -> float:
-        """Block until a request may be sent, record it as sent now, and return the seconds spent waiting."""
+    def acquire(self) -> Send:
+        """Block until a request may be sent, record it as sent now, and return the send."""
         started = time.monotonic()
         while True:
             with self._engine.begin() as conn:
@@ -157,10 +169,18 @@ class AccountRateLimiter:
                     conn.execute(sa.delete(SEND_LOG).where(SEND_LOG.c.account == self.account, expired))
                 wait = self._wait_needed(conn, now)
                 if wait <= 0:
-                    conn.execute(SEND_LOG.insert(), {"account": self.account, "sent_at": now})
-                    return time.monotonic() - started
+                    row = conn.execute(SEND_LOG.insert(), {"account": self.account, "sent_at": now})
+                    return Send(row.inserted_primary_key[0], now, time.monotonic() - started)
             # Waiting outside the transaction lets other processes record their sends meanwhile.
             time.sleep(wait)
+
+    def restamp(self, send: Send, left_at: float) -> None:
+        """Count ``send`` from ``left_at`` (``time.time()``), the moment it actually left, if that is later."""
+        with self._engine.begin() as conn:
+            self._lock(conn, self.account)
+            conn.execute(
+                SEND_LOG.update().where(SEND_LOG.c.id == send.id, SEND_LOG.c.sent_at < left_at).values(sent_at=left_at)
+            )
 
     def close(self) -> None:
         """Release the database connections."""

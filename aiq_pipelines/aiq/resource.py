@@ -27,6 +27,10 @@ class AiqResource(dg.ConfigurableResource):
     requests_per_second: int = Field(default_factory=lambda: get_settings().aiq_requests_per_second)
     requests_per_minute: int = Field(default_factory=lambda: get_settings().aiq_requests_per_minute)
     requests_per_hour: int = Field(default_factory=lambda: get_settings().aiq_requests_per_hour)
+    rate_limit_margin_seconds: float = Field(
+        default_factory=lambda: get_settings().aiq_rate_limit_margin_seconds,
+        description="Extra time each send counts in the rate windows (AIQ_RATE_LIMIT_MARGIN_SECONDS).",
+    )
     batch_size_sales: int = Field(default_factory=lambda: get_settings().aiq_batch_size_sales)
     batch_size_members: int = Field(default_factory=lambda: get_settings().aiq_batch_size_members)
     batch_size_inventory: int = Field(default_factory=lambda: get_settings().aiq_batch_size_inventory)
@@ -56,6 +60,7 @@ class AiqResource(dg.ConfigurableResource):
             per_second=self.requests_per_second,
             per_minute=self.requests_per_minute,
             per_hour=self.requests_per_hour,
+            margin_seconds=self.rate_limit_margin_seconds,
         ) as limiter, AiqClient(
             self.base_url,
             self.api_key,

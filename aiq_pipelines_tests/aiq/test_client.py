@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from aiq_pipelines.aiq.client import (
     AiqAccountError,
@@ -27,7 +28,7 @@ from aiq_pipelines.aiq.client import (
     _retry_after_seconds,
 )
 from aiq_pipelines.aiq.payloads import CustomAttr, InventoryPayloadItem, Member, PersonaOverride, Visit, VisitLine
-from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
+from aiq_pipelines.aiq.ratelimit import SEND_LOG, AccountRateLimiter, Send
 from aiq_pipelines_tests.sandbox_support import Sandbox
 
 GENEROUS = {"per_second": 1000, "per_minute": 100_000, "per_hour": 1_000_000}
@@ -290,6 +291,28 @@ def test_the_limiter_keeps_the_client_within_the_account_limits(
     assert len(log) == 10 and all(r["status"] == 200 for r in log)
     arrivals = [r["received_at"] for r in log]
     assert all(later - earlier >= 1.0 for earlier, later in zip(arrivals, arrivals[3:]))
+
+
+def test_a_request_that_leaves_late_is_counted_from_when_it_left(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stamped: list[Send] = []
+    acquire = AccountRateLimiter.acquire
+
+    def acquire_then_stall(self: AccountRateLimiter) -> Send:
+        send = acquire(self)
+        stamped.append(send)
+        time.sleep(0.3)  # the sender loses the CPU between the stamp and the send: the situation under test
+        return send
+
+    monkeypatch.setattr(AccountRateLimiter, "acquire", acquire_then_stall)
+    with open_client(sandbox, tmp_path) as client:
+        client.upsert_sale(visit(1))
+    with sa.create_engine(f"sqlite:///{tmp_path / 'ratelimit.db'}").connect() as conn:
+        (counted_from,) = conn.scalars(sa.select(SEND_LOG.c.sent_at)).all()
+    (arrival,) = [r["received_at"] for r in api_requests(sandbox)]
+    assert counted_from >= stamped[0].at + 0.3, "the send is counted from when it left, not from its stamp"
+    assert counted_from <= arrival + 0.001
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:

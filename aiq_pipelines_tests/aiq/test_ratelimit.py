@@ -35,7 +35,7 @@ def test_all_three_windows_hold_in_one_process(tmp_path: Path) -> None:
     sent, waited = [], []
     with limiter:
         for _ in range(9):
-            waited.append(limiter.acquire())
+            waited.append(limiter.acquire().waited)
             sent.append(time.time())
     for seconds, limit in zip(windows, (2, 4, 6), strict=True):
         assert most_in_any_window(sent, seconds) <= limit
@@ -56,12 +56,21 @@ def test_a_long_window_keeps_a_margin_of_at_least_one_percent_of_it(tmp_path: Pa
     assert 3.03 <= second - first < 3.5, "the 3 s window's send counted for 3.03 s, not 3 s"
 
 
+def test_a_restamped_send_counts_from_when_it_left(tmp_path: Path) -> None:
+    with AccountRateLimiter(f"sqlite:///{tmp_path / 'sync.db'}", "acct", 1, 10, 10, margin_seconds=0.0) as limiter:
+        first = limiter.acquire()
+        limiter.restamp(first, first.at + 0.4)
+        limiter.restamp(first, first.at)  # an earlier moment never moves a send back
+        second = limiter.acquire()
+    assert second.at - first.at >= 1.4, "the second send waited for the window from the restamped moment"
+
+
 def test_accounts_have_separate_budgets(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sync.db'}"
     with AccountRateLimiter(url, "a", 1, 10, 10) as a, AccountRateLimiter(url, "b", 1, 10, 10) as b:
         a.acquire()
-        assert b.acquire() < 0.5  # a's send does not count against b
-        assert a.acquire() >= 0.9  # but a's second send waits out a's one-second window
+        assert b.acquire().waited < 0.5  # a's send does not count against b
+        assert a.acquire().waited >= 0.9  # but a's second send waits out a's one-second window
 
 
 def test_the_database_folder_is_created(tmp_path: Path) -> None:

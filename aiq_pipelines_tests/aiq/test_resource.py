@@ -45,12 +45,23 @@ def test_fields_default_to_the_settings() -> None:
     assert (resource.requests_per_second, resource.requests_per_minute, resource.requests_per_hour) == (
         settings.aiq_requests_per_second, settings.aiq_requests_per_minute, settings.aiq_requests_per_hour,
     )
+    assert resource.rate_limit_margin_seconds == settings.aiq_rate_limit_margin_seconds
     assert (resource.batch_size_sales, resource.batch_size_members, resource.batch_size_inventory) == (
         settings.aiq_batch_size_sales, settings.aiq_batch_size_members, settings.aiq_batch_size_inventory,
     )
     assert (resource.timeout_seconds, resource.max_attempts, resource.max_retry_seconds) == (
         settings.aiq_timeout_seconds, settings.aiq_max_attempts, settings.aiq_max_retry_seconds,
     )
+
+
+def test_the_rate_limit_margin_reaches_the_limiter(sandbox: Sandbox, tmp_path: Path) -> None:
+    resource = resource_for(sandbox, tmp_path, requests_per_second=1, rate_limit_margin_seconds=0.4)
+    with resource.open_client() as client:
+        client.upsert_member(Member(pos_user="C-1"))
+        client.upsert_member(Member(pos_user="C-2"))
+    with sa.create_engine(f"sqlite:///{tmp_path / 'sync.db'}").connect() as conn:
+        first, second = conn.scalars(sa.text("SELECT sent_at FROM aiq_rate_limit_sends ORDER BY sent_at")).all()
+    assert second - first >= 1.4, "with 1 request a second, the second send waits out the window and the margin"
 
 
 def test_open_client_talks_to_aiq_and_keeps_the_budget_in_the_sync_database(sandbox: Sandbox, tmp_path: Path) -> None:

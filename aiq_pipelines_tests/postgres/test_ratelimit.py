@@ -4,7 +4,7 @@ import multiprocessing
 
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq.ratelimit import SEND_LOG
+from aiq_pipelines.aiq.ratelimit import SEND_LOG, AccountRateLimiter
 from aiq_pipelines.sync.engines import engine_for
 from aiq_pipelines_tests.aiq.test_ratelimit import PER_MINUTE, PER_SECOND, SHORT_MINUTE, _send_sales, most_in_any_window
 from aiq_pipelines_tests.sandbox_support import run_sandbox
@@ -36,3 +36,11 @@ def test_two_processes_share_the_account_budget_on_postgresql(pg_database, tmp_p
     assert max(arrivals) - min(arrivals) >= SHORT_MINUTE  # the "minute" limit really held some sends back
     with engine_for(database_url).connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(SEND_LOG)) == 30, "every send was recorded in PostgreSQL"
+
+
+def test_a_restamped_send_counts_from_when_it_left_on_postgresql(pg_database):
+    with AccountRateLimiter(pg_database("sync", driver="postgresql"), "acct", 1, 10, 10, margin_seconds=0.0) as limiter:
+        first = limiter.acquire()
+        limiter.restamp(first, first.at + 0.4)
+        second = limiter.acquire()
+    assert second.at - first.at >= 1.4, "the second send waited for the window from the restamped moment"
