@@ -3,7 +3,8 @@
 Attributes have Python names; ``to_json()`` produces the guide's field names and formats:
 
 - ``transaction_date``: ``"YYYY-MM-DD HH:MM:SS +0000"`` in UTC, from an aware datetime.
-- ``birthday``: ``"MM/DD/YYYY"``.
+- ``birthday``: ``"MM/DD/YYYY"`` (and read back from it: a member's bytes, staged at extract, validate to the same
+  member).
 - Money and quantities in a visit: JSON numbers (the float of the Decimal; two-decimal values stay exact).
 - Inventory numbers (``quantity``, ``salesPrice``, ``MSRP``, ``thc``, ...) : decimal strings; ``dateAdded`` and
   ``dateUpdated``: unix seconds as strings; cost and margin travel as ``customAttr`` entries.
@@ -25,7 +26,7 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 AIQ_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S +0000"
 
@@ -40,6 +41,14 @@ def _unix_seconds(value: dt.datetime) -> str:
 
 def _us_date(value: dt.date) -> str:
     return f"{value.month:02d}/{value.day:02d}/{value.year:04d}"
+
+
+def _from_us_date(value: Any) -> Any:
+    """Read back the ``MM/DD/YYYY`` that ``_us_date`` writes, so an encoded payload validates to the same model."""
+    if isinstance(value, str) and len(value) == 10 and value[2] == value[5] == "/":
+        month, day, year = value.split("/")
+        return dt.date(int(year), int(month), int(day))
+    return value
 
 
 def _decimal_string(value: Decimal) -> str:
@@ -59,7 +68,9 @@ DecimalString = Annotated[
 ]
 AiqDatetime = Annotated[AwareDatetime, PlainSerializer(_aiq_datetime, return_type=str, when_used="json")]
 UnixSeconds = Annotated[AwareDatetime, PlainSerializer(_unix_seconds, return_type=str, when_used="json")]
-UsDate = Annotated[dt.date, PlainSerializer(_us_date, return_type=str, when_used="json")]
+UsDate = Annotated[
+    dt.date, BeforeValidator(_from_us_date), PlainSerializer(_us_date, return_type=str, when_used="json")
+]
 Text = Annotated[str, Field(min_length=1)]
 TenDigitPhone = Annotated[str, Field(pattern=r"^[0-9]{10}$")]
 

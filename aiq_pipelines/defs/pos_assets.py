@@ -186,8 +186,9 @@ def pos_transactions(context: dg.AssetExecutionContext, pos: PosDatabase, sync: 
 def pos_personas(context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase) -> dg.MaterializeResult:
     """Customers created or modified on each business day, staged as personas.
 
-    Phones and emails are kept as typed; the AIQ mapping normalizes them. A customer whose values don't parse
-    (an impossible birthday, a missing key) is quarantined with its reason.
+    Phones and emails are kept as typed in the staged record; the persona's AIQ payload, built here and staged beside
+    it, carries them normalized (invalid or placeholder values left out and named). A customer whose values don't
+    parse (an impossible birthday, a missing key) is quarantined with its reason.
 
     Each run also quarantines the customers no partition reads (last modified at no date or later than today).
     """

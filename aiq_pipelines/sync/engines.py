@@ -93,8 +93,9 @@ def create_tables(
     missing and the slower CREATE would fail. Checking and creating under the database's writer lock (SQLite) or an
     advisory lock (PostgreSQL) makes the second process find the first one's tables.
 
-    A ``rebuildable`` table holds only what the pipeline can produce again (staging): when its columns differ from
-    this version's, it is dropped and created anew rather than failing every query on a missing column.
+    A ``rebuildable`` table holds only what the pipeline can produce again (staging): when its columns or indexes
+    differ from this version's, it is dropped and created anew rather than failing every query on a missing column
+    (or running without the index a query relies on).
     """
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
@@ -105,8 +106,9 @@ def create_tables(
         for table in rebuildable:
             if not inspector.has_table(table.name):
                 continue
-            existing = {column["name"] for column in inspector.get_columns(table.name)}
-            if existing != set(table.columns.keys()):
+            columns = {column["name"] for column in inspector.get_columns(table.name)}
+            indexes = {index["name"] for index in inspector.get_indexes(table.name)}
+            if columns != set(table.columns.keys()) or indexes != {index.name for index in table.indexes}:
                 logger.warning(f"{table.name} has an older layout; recreating it (the next extract restages it)")
                 table.drop(conn)
         metadata.create_all(conn, tables=tables)

@@ -1,10 +1,11 @@
 """Sending what changed to AIQ: staged records → payloads → diff against the ledger → batches → ledger.
 
-One ``Pusher`` serves one run and one AIQ account. Records are read from staging in chunks; each record's payload is
-hashed and compared with the ledger, so an unchanged record costs no request. A sale's payload and its hash were staged
-by the extract, so sales are sent as stored bytes; personas and products are mapped here. Batches go through the
-client's bulk senders, which keep a few at AIQ at once; each batch's outcome comes back in order, once AIQ answered it,
-and is written to the ledger in a transaction of its own. A sale's persona is always acknowledged by AIQ before the
+One ``Pusher`` serves one run and one AIQ account. Records are read from staging in chunks; each record's payload hash
+is compared with the ledger, so an unchanged record costs no request. Sales and personas had their payloads and hashes
+staged by the extract: sales are sent as the stored bytes, a persona's bytes are read back into its model only when it
+is sent. Products, and customers read from the POS on a sale's behalf, are mapped here. Batches go through the client's
+bulk senders, which keep a few at AIQ at once; each batch's outcome comes back in order, once AIQ answered it, and is
+written to the ledger in a transaction of its own. A sale's persona is always acknowledged by AIQ before the
 sale is sent: the personas a chunk of sales needs are sent, and their stream drained, before any of those sales is.
 Each push holds the account's push lease (``sync.lease``), so runs that overlap take turns and none sends what another
 has just sent.
@@ -32,12 +33,13 @@ from aiq_pipelines.aiq.client import (
     redact_personal_data,
 )
 from aiq_pipelines.aiq.payloads import EncodedPayload, Member, payload_hash
-from aiq_pipelines.pos.records import InventoryItem, Persona, RecordRejected, build_persona
+from aiq_pipelines.pos.records import InventoryItem, RecordRejected, build_persona
 from aiq_pipelines.pos.source import PosSource, chunked
 from aiq_pipelines.sync.lease import push_lease
 from aiq_pipelines.sync.ledger import Ledger, LedgerEntry, aiq_ledger
 from aiq_pipelines.sync.progress import Progress
 from aiq_pipelines.sync.staging import (
+    PersonaPayload,
     QuarantineTally,
     SyncStore,
     quarantine,
@@ -262,25 +264,25 @@ class Pusher:
         return True
 
     def _member_candidates(
-        self, records: Iterable[tuple[Persona, _Staged]], report: PushReport
+        self, records: Iterable[tuple[PersonaPayload, _Staged]], report: PushReport
     ) -> Iterator[tuple[_Staged, Member]]:
         for chunk in chunked(iter(records), PUSH_CHUNK):
             diff = self._diff("persona", chunk, report)
-            for persona, staged in chunk:
+            for payload, staged in chunk:
                 staged = diff.read(staged)
-                try:
-                    mapped = mapping.member_payload(persona)
-                except ValidationError as exc:
-                    diff.quarantine(staged, mapping.payload_reason(exc))
+                if payload.encoded is None or payload.digest is None:
+                    diff.quarantine(staged, payload.error or "payload missing: re-run the day's extract")
                     continue
-                report.member_issues.update(mapped.issues)
-                digest = payload_hash(mapped.member)
-                if diff.settled(staged, digest) or self._override(staged, mapped.member, report):
+                report.member_issues.update(payload.issues)
+                if diff.settled(staged, payload.digest):
                     continue
-                yield staged.with_payload_hash(digest), mapped.member
+                member = payload.member()
+                if self._override(staged, member, report):
+                    continue
+                yield staged.with_payload_hash(payload.digest), member
             self._write_back(diff)
 
-    def _send_members(self, *sources: tuple[Iterable[tuple[Persona, _Staged]], PushReport]) -> None:
+    def _send_members(self, *sources: tuple[Iterable[tuple[PersonaPayload, _Staged]], PushReport]) -> None:
         """Send the personas of each source that AIQ lacks as they are, each accounted in its source's report.
 
         The sources share one stream of batches, so a push's personas take ceil(changed / batch size) requests, not
@@ -319,21 +321,26 @@ class Pusher:
         """
         report = PushReport(entity="persona")
         for_sales = PushReport(entity="persona")
+
+        def for_the_sales(source: PosSource) -> Iterator[tuple[PersonaPayload, _Staged]]:
+            # Looked up once the staged personas are queued, so the first batches need not wait for the query.
+            missing = self._personas_missing(start, end, besides_staged_personas=True)
+            yield from self._personas_by_id(missing, source, for_sales)
+
         with self._lease():
             self._start_progress("persona", staged_personas, start, end)
-            window = self._staged(staged_personas, Persona, start, end)
+            window = self._staged_personas(start, end)
             if source is None:
                 self._send_members((window, report))
             else:
-                missing = self._personas_missing(start, end, besides_staged_personas=True)
-                self._send_members((window, report), (self._personas_by_id(missing, source, for_sales), for_sales))
+                self._send_members((window, report), (for_the_sales(source), for_sales))
         return report, for_sales
 
     def _personas_by_id(
         self, customer_ids: Iterable[str], source: PosSource, report: PushReport
-    ) -> Iterator[tuple[Persona, _Staged]]:
-        """Customers that sales reference, read from the POS whenever they were last modified; those that don't
-        parse are quarantined on the way."""
+    ) -> Iterator[tuple[PersonaPayload, _Staged]]:
+        """Customers that sales reference, read from the POS whenever they were last modified and mapped now; those
+        that don't parse are quarantined on the way."""
         # The POS is asked PUSH_CHUNK ids at a time; the personas stream on into full batches.
         for ids in chunked(iter(customer_ids), PUSH_CHUNK):
             for key, rows in source.personas_by_id(sorted(ids)):
@@ -344,7 +351,7 @@ class Pusher:
                     report.reject(staged.key, exc.reason)
                     self._settle("persona", quarantined=[(staged, "payload", exc.reason, None)])
                     continue
-                yield persona, _Staged(persona.customer_id, persona.content_hash(), None)
+                yield PersonaPayload.of(persona), _Staged(persona.customer_id, persona.content_hash(), None)
 
     # -- sales ----------------------------------------------------------------------------------------------
 
@@ -404,7 +411,7 @@ class Pusher:
         report = PushReport(entity="inventory")
 
         def candidates() -> Iterator[tuple[_Staged, Any]]:
-            for chunk in chunked(iter(self._staged(staged_inventory, InventoryItem)), PUSH_CHUNK):
+            for chunk in chunked(iter(self._staged_inventory()), PUSH_CHUNK):
                 diff = self._diff("inventory", chunk, report)
                 for item, staged in chunk:
                     staged = diff.read(staged)
@@ -427,19 +434,29 @@ class Pusher:
 
     # -- reading staging and proving delivery ---------------------------------------------------------------
 
-    def _staged(
-        self, table: sa.Table, model: type, start: dt.datetime | None = None, end: dt.datetime | None = None
-    ) -> Iterator[tuple[Any, _Staged]]:
-        key = next(iter(table.primary_key.columns))
-        day = table.c.business_date if "business_date" in table.c else sa.null()
-        query = sa.select(key, table.c.content_hash, day, table.c.record).order_by(key)
-        if start is not None and end is not None:
-            first, stop = self._days(start, end)
-            query = query.where(table.c.business_date >= first, table.c.business_date < stop)
+    def _staged_inventory(self) -> Iterator[tuple[InventoryItem, _Staged]]:
+        """The staged inventory snapshot's products, parsed, in key order."""
+        table = staged_inventory
+        query = sa.select(table.c.product_id, table.c.content_hash, table.c.record).order_by(table.c.product_id)
         with self.store.engine.connect() as conn:
             rows = conn.execution_options(stream_results=True, yield_per=PUSH_CHUNK).execute(query)
-            for record_key, content_hash, business_date, record in rows:
-                yield model.model_validate_json(record), _Staged(record_key, content_hash, business_date)
+            for key, content_hash, record in rows:
+                yield InventoryItem.model_validate_json(record), _Staged(key, content_hash, None)
+
+    def _staged_personas(self, start: dt.datetime, end: dt.datetime) -> Iterator[tuple[PersonaPayload, _Staged]]:
+        """The window's staged personas with their payloads, in key order, without parsing the staged records."""
+        table = staged_personas
+        first, stop = self._days(start, end)
+        query = (
+            sa.select(table.c.customer_id, table.c.content_hash, table.c.business_date, table.c.payload,
+                      table.c.payload_hash, table.c.payload_issues, table.c.payload_error)
+            .where(table.c.business_date >= first, table.c.business_date < stop)
+            .order_by(table.c.customer_id)
+        )
+        with self.store.engine.connect() as conn:
+            rows = conn.execution_options(stream_results=True, yield_per=PUSH_CHUNK).execute(query)
+            for key, content_hash, business_date, payload, digest, issues, error in rows:
+                yield PersonaPayload.staged(payload, digest, issues, error), _Staged(key, content_hash, business_date)
 
     def _staged_sales(self, start: dt.datetime, end: dt.datetime) -> Iterator[tuple[_StagedSale, _Staged]]:
         """The window's staged receipts with their payloads, in key order, without parsing the staged records."""

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 
 from aiq_pipelines.aiq import mapping
-from aiq_pipelines.aiq.payloads import payload_hash
+from aiq_pipelines.aiq.payloads import Member, payload_hash
 from aiq_pipelines.pos.records import (
     InventoryItem,
     Persona,
@@ -41,7 +41,7 @@ staged_transactions = sa.Table(
     "staged_transactions",
     metadata,
     sa.Column("transaction_id", sa.String, primary_key=True),
-    sa.Column("business_date", sa.Date, nullable=False, index=True),
+    sa.Column("business_date", sa.Date, nullable=False),
     sa.Column("transaction_at", sa.DateTime, nullable=False),
     sa.Column("customer_id", sa.String, index=True),
     sa.Column("is_void", sa.Boolean, nullable=False),
@@ -55,6 +55,8 @@ staged_transactions = sa.Table(
     sa.Column("payload_error", sa.Text),
     sa.Column("run_id", sa.String, nullable=False, index=True),
     sa.Column("staged_at", sa.DateTime, nullable=False),
+    # Covers "the customers of a window's sales" (push._personas_missing) without reading the wide rows.
+    sa.Index("ix_staged_transactions_day_customer", "business_date", "customer_id", "is_void"),
 )
 
 staged_personas = sa.Table(
@@ -65,6 +67,12 @@ staged_personas = sa.Table(
     sa.Column("last_modified_at", sa.DateTime, nullable=False),
     sa.Column("record", sa.Text, nullable=False),
     sa.Column("content_hash", sa.String(64), nullable=False),
+    # The persona as AIQ receives it (PersonaPayload: mapping.member_payload), built once here so a push neither
+    # parses the record nor normalizes phones and emails again; payload_issues names what was left out of it.
+    sa.Column("payload", sa.LargeBinary),
+    sa.Column("payload_hash", sa.String(64)),
+    sa.Column("payload_issues", sa.Text),
+    sa.Column("payload_error", sa.Text),
     sa.Column("run_id", sa.String, nullable=False, index=True),
     sa.Column("staged_at", sa.DateTime, nullable=False),
 )
@@ -94,6 +102,47 @@ quarantine = sa.Table(
     sa.Column("quarantined_at", sa.DateTime, nullable=False),
     sa.Index("quarantine_lookup", "entity", "stage", "business_date"),
 )
+
+
+@dataclass(frozen=True, repr=False)
+class PersonaPayload:
+    """A persona's AIQ payload as staged beside it: the bytes a bulk call sends, their hash and what was left out
+    (``mapping.member_payload``), or the reason no payload could be built."""
+
+    encoded: bytes | None
+    digest: str | None
+    issues: frozenset[str]
+    error: str | None
+    built: Member | None = None  # the model, when it was just mapped rather than read from staging
+
+    @classmethod
+    def of(cls, persona: Persona) -> PersonaPayload:
+        try:
+            mapped = mapping.member_payload(persona)
+        except ValidationError as exc:
+            return cls(None, None, frozenset(), mapping.payload_reason(exc))
+        return cls(mapped.member.encoded, payload_hash(mapped.member), mapped.issues, None, mapped.member)
+
+    @classmethod
+    def staged(cls, encoded: bytes | None, digest: str | None, issues: str | None, error: str | None) -> PersonaPayload:
+        """From the columns of ``staged_personas``."""
+        return cls(None if encoded is None else bytes(encoded), digest,
+                   frozenset(issues.split(",")) if issues else frozenset(), error)
+
+    def columns(self) -> dict[str, Any]:
+        return {"payload": self.encoded, "payload_hash": self.digest,
+                "payload_issues": ",".join(sorted(self.issues)) or None, "payload_error": self.error}
+
+    def member(self) -> Member:
+        """The payload as a model (the override call and the ledger need its phone and email): the bytes read back."""
+        if self.built is not None:
+            return self.built
+        if self.encoded is None:
+            raise ValueError(f"no payload: {self.error}")
+        return Member.model_validate_json(self.encoded)
+
+    def __repr__(self) -> str:  # the bytes hold a phone and an email: never shown
+        return f"PersonaPayload({len(self.encoded or b'')} bytes, issues={sorted(self.issues)}, error={self.error!r})"
 
 
 def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -412,6 +461,7 @@ class SyncStore:
                 "business_date": self.business_date(persona.last_modified_at),
                 "last_modified_at": _naive_utc(persona.last_modified_at),
                 **_record_columns(persona),
+                **PersonaPayload.of(persona).columns(),
                 "run_id": run,
                 "staged_at": now,
             }

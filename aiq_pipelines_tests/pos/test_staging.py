@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from aiq_pipelines.aiq import mapping
+from aiq_pipelines.aiq.payloads import payload_hash
 from aiq_pipelines.defs.partitions import business_days
+from aiq_pipelines.pos.records import Persona
 from aiq_pipelines.pos.source import QUERIES, PosQueryError, PosSource, load_queries
 from aiq_pipelines.settings import load_settings
-from aiq_pipelines.sync.staging import SyncStore, staged_personas, staged_transactions
+from aiq_pipelines.sync.staging import PersonaPayload, SyncStore, staged_personas, staged_transactions
 from aiq_pipelines_tests.pos_factory import PosFactory
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
@@ -180,6 +183,22 @@ def test_a_staging_table_of_an_older_layout_is_rebuilt_and_other_tables_kept(pos
     assert_an_older_staging_layout_is_rebuilt(pos, sync_url)
 
 
+def assert_a_staging_table_without_an_index_is_rebuilt(sync_url: str) -> None:
+    """Shared with the PostgreSQL tests: a query that relies on an index must not run without it."""
+    store = SyncStore(sync_url, "America/Denver")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_staged_transactions_day_customer")
+
+    SyncStore(sync_url, "America/Denver")
+
+    indexes = {index["name"] for index in sa.inspect(store.engine).get_indexes("staged_transactions")}
+    assert "ix_staged_transactions_day_customer" in indexes
+
+
+def test_a_staging_table_without_an_index_of_this_version_is_rebuilt(sync_url):
+    assert_a_staging_table_without_an_index_is_rebuilt(sync_url)
+
+
 def test_extract_reads_its_window_in_chunks(pos, sync_url):
     for n in range(230):
         pos.add_sale(f"T{n:04d}", local(2026, 6, 10, 8) + dt.timedelta(minutes=n), [("P1", "1", "45.00"), ("P2", "2", "18.00")])
@@ -210,6 +229,25 @@ def test_personas_are_those_modified_in_the_window(pos, sync_url):
     with store.engine.connect() as conn:
         assert sorted(conn.scalars(sa.select(staged_personas.c.customer_id))) == ["EDITED", "NEW"]
     assert report.staged == 2
+
+
+def test_a_staged_persona_carries_its_payload_and_what_was_left_out(pos, sync_url):
+    pos.add_customer("C1", phone="1234567890", email="Ada@Example.com", birthday="1985-05-16",
+                     modified=local(2026, 6, 10, 8))
+    store = SyncStore(sync_url, "America/Denver")
+
+    store.stage_personas(PosSource(pos.url), *window("2026-06-10"), run_id="r1")
+
+    columns = [staged_personas.c[name] for name in ("record", "payload", "payload_hash", "payload_issues",
+                                                      "payload_error")]
+    with store.engine.connect() as conn:
+        record, payload, digest, issues, error = conn.execute(sa.select(*columns)).one()
+    expected = mapping.member_payload(Persona.model_validate_json(record)).member
+    assert bytes(payload) == expected.encoded and digest == payload_hash(expected) and error is None
+    assert issues == "phone_placeholder", "the placeholder phone was left out, and the staging row says so"
+    staged = PersonaPayload.staged(payload, digest, issues, error)
+    assert staged.member() == expected and staged.issues == {"phone_placeholder"}
+    assert "ada@example.com" not in repr(staged).lower()
 
 
 def test_custom_queries_read_a_pos_with_another_schema(tmp_path, sync_url):

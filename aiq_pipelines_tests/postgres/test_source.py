@@ -17,7 +17,13 @@ from aiq_pipelines.pos.source import PosQueryError, PosSource
 from aiq_pipelines.sync.engines import engine_for
 from aiq_pipelines.sync.staging import SyncStore, staged_inventory, staged_personas, staged_transactions
 from aiq_pipelines_tests.conftest import DEMO_OPTIONS
-from aiq_pipelines_tests.pos.test_staging import assert_an_older_staging_layout_is_rebuilt, local, staged_ids, window
+from aiq_pipelines_tests.pos.test_staging import (
+    assert_a_staging_table_without_an_index_is_rebuilt,
+    assert_an_older_staging_layout_is_rebuilt,
+    local,
+    staged_ids,
+    window,
+)
 from aiq_pipelines_tests.pos_factory import PosFactory
 from aiq_pipelines_tests.postgres_support import PostgresServer
 
@@ -126,6 +132,10 @@ def test_a_rerun_replaces_the_window_and_a_fixed_row_leaves_quarantine(pos, sync
 
 def test_a_staging_table_of_an_older_layout_is_rebuilt_and_other_tables_kept(pos, sync_url):
     assert_an_older_staging_layout_is_rebuilt(pos, sync_url)
+
+
+def test_a_staging_table_without_an_index_of_this_version_is_rebuilt(sync_url):
+    assert_a_staging_table_without_an_index_is_rebuilt(sync_url)
 
 
 def test_personas_are_those_modified_in_the_window(pos, sync_url):
