@@ -91,6 +91,11 @@ class Sandbox:
         with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)) as db:
             return dict(db.execute("SELECT path, COUNT(*) FROM requests GROUP BY path").fetchall())
 
+    def arrivals(self) -> list[float]:
+        """When each API request arrived (time.time()), in order."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)) as db:
+            return [row[0] for row in db.execute("SELECT received_at FROM requests ORDER BY received_at")]
+
     def stored(self) -> dict[str, int]:
         with contextlib.closing(sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)) as db:
             return {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in ("sales", "members")}
@@ -126,7 +131,16 @@ def sandbox(db_path: Path, limits: tuple[int, int, int]) -> Iterator[Sandbox]:
 
 
 def rate_floor(requests: int, limits: tuple[int, int, int]) -> float:
-    """The earliest moment the last of ``requests`` can be sent under sliding 1 s / 1 min / 1 h windows."""
+    """The issue's floor: ``requests`` ÷ the allowed rate, that of the slowest window the requests overflow."""
+    return max((requests * seconds / limit for seconds, limit in zip((1.0, 60.0, 3600.0), limits, strict=True)
+                if requests > limit), default=0.0)
+
+
+def earliest_schedule(requests: int, limits: tuple[int, int, int]) -> float:
+    """The earliest moment the last of ``requests`` can be sent under sliding 1 s / 1 min / 1 h windows.
+
+    Stricter than ``rate_floor``: it credits the first window's burst (50 requests may go at once at x10).
+    """
     times: list[float] = []
     for i in range(requests):
         t = times[-1] if times else 0.0
@@ -168,6 +182,15 @@ class Rep:
     resync_requests: int
     records: int
     floor: float
+    schedule: float
+    # Per request: from the moment the limiter counts it from (its stamp, or when it left if that was later) to the
+    # sandbox's arrival time. The client's margin must exceed the spread of these.
+    delays_ms: list[float]
+
+    @property
+    def throttled(self) -> int:
+        meta = self.sync.output["metadata"]
+        return sum(meta.get(asset, {}).get("aiq_429s", 0) for asset in ("aiq_personas", "aiq_sales"))
 
     @property
     def push_wall(self) -> float:
@@ -191,7 +214,17 @@ def _profiled(env: dict[str, str], path: Path, profile: bool) -> dict[str, str]:
     return {**env, "BENCH_PROFILE": str(path)} if profile else env
 
 
-def one_rep(size: str, pos_path: Path, info: dict, scale: float, rep: int, profile: bool = False) -> Rep:
+def stamp_delays(sync_db: Path, arrivals: list[float]) -> list[float]:
+    """Milliseconds from each send's moment in the rate limiter's log to the sandbox's arrival time, in order."""
+    with contextlib.closing(sqlite3.connect(f"file:{sync_db}?mode=ro", uri=True)) as db:
+        stamps = [row[0] for row in db.execute("SELECT sent_at FROM aiq_rate_limit_sends ORDER BY sent_at")]
+    if len(stamps) != len(arrivals):
+        raise RuntimeError(f"{len(stamps)} sends stamped but {len(arrivals)} requests arrived")
+    return [(arrived - stamped) * 1000 for stamped, arrived in zip(stamps, arrivals, strict=True)]
+
+
+def one_rep(size: str, pos_path: Path, info: dict, scale: float, margin: float, rep: int,
+            profile: bool = False) -> Rep:
     limits = tuple(int(limit * scale) for limit in AIQ_LIMITS)
     work = DATA / f"{size}-rep{rep}"
     work.mkdir(parents=True, exist_ok=True)
@@ -203,13 +236,15 @@ def one_rep(size: str, pos_path: Path, info: dict, scale: float, rep: int, profi
     with sandbox(work / "sandbox.db", limits) as aiq:
         env = {**os.environ, "AIQ_BASE_URL": aiq.base_url, "AIQ_API_KEY": aiq.api_key, "AIQ_UID": UID,
                "AIQ_REQUESTS_PER_SECOND": str(limits[0]), "AIQ_REQUESTS_PER_MINUTE": str(limits[1]),
-               "AIQ_REQUESTS_PER_HOUR": str(limits[2]), "POS_START_DATE": info["first_day"]}
+               "AIQ_REQUESTS_PER_HOUR": str(limits[2]), "AIQ_RATE_LIMIT_MARGIN_SECONDS": str(margin),
+               "POS_START_DATE": info["first_day"]}
         log(f"{size} rep {rep}: sync")
         sync = run_child(sync_args, _profiled(env, work / "sync.prof", profile), work / "sync.log")
         if not sync.output["success"]:
             raise RuntimeError(f"the sync failed; see {work / 'sync.log'}")
         by_path = aiq.requests_by_path()
         stored = aiq.stored()
+        delays = stamp_delays(sync_db, aiq.arrivals())
         log(f"{size} rep {rep}: unchanged re-sync")
         resync = run_child(sync_args, _profiled(env, work / "resync.prof", profile), work / "resync.log")
         resync_requests = sum(aiq.requests_by_path().values()) - sum(by_path.values())
@@ -222,7 +257,7 @@ def one_rep(size: str, pos_path: Path, info: dict, scale: float, rep: int, profi
     requests = sum(by_path.values())
     optimal = math.ceil(stored["members"] / BATCH) + math.ceil(stored["sales"] / BATCH)
     return Rep(sync, resync, reference, requests, optimal, resync_requests, stored["members"] + stored["sales"],
-               rate_floor(requests, limits))
+               rate_floor(requests, limits), earliest_schedule(requests, limits), delays)
 
 
 def sensor_ticks(pos_path: Path, info: dict, ticks: int) -> list[float]:
@@ -238,10 +273,13 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def table(results: dict[str, tuple[dict, list[Rep]]], scale: float, sensor: tuple[str, list[float]] | None) -> str:
+def table(
+    results: dict[str, tuple[dict, list[Rep]]], scale: float, margin: float, sensor: tuple[str, list[float]] | None
+) -> str:
     head = ["size", "transactions", "records sent", "runs", "wall s", "push wall s", "CPU s", "peak RSS MB",
             "AIQ requests", "MB sent", "records/s", "requests / optimal", "push wall / rate floor",
-            "CPU/record / reference", "re-sync requests", "re-sync wall s"]
+            "push wall / earliest schedule", "429s", "stamp→arrival ms (median / max)", "CPU/record / reference",
+            "re-sync requests", "re-sync wall s"]
     rows = []
     for size, (info, reps) in results.items():
         rows.append([
@@ -252,6 +290,9 @@ def table(results: dict[str, tuple[dict, list[Rep]]], scale: float, sensor: tupl
             f"{median([r.records / r.sync.wall for r in reps]):,.0f}",
             f"{median([r.requests / r.optimal for r in reps]):.4f} ({int(median([r.optimal for r in reps])):,})",
             f"{median([r.push_wall / r.floor for r in reps]):.2f} ({median([r.floor for r in reps]):.1f} s)",
+            f"{median([r.push_wall / r.schedule for r in reps]):.2f} ({median([r.schedule for r in reps]):.1f} s)",
+            str(max(r.throttled for r in reps)),
+            f"{median([median(r.delays_ms) for r in reps]):.1f} / {max(max(r.delays_ms) for r in reps):.1f}",
             f"{median([r.cpu_ratio for r in reps]):.2f}",
             str(int(max(r.resync_requests for r in reps))), f"{median([r.resync.wall for r in reps]):.1f}",
         ])
@@ -266,7 +307,8 @@ def table(results: dict[str, tuple[dict, list[Rep]]], scale: float, sensor: tupl
         extra.append(f"- change-sensor tick on the {size} POS after touching 3 sales: median {median(ticks):.3f} s, "
                      f"max {max(ticks):.3f} s over {len(ticks)} ticks")
     limits = ", ".join(f"{int(n * scale):,}/{w}" for n, w in zip(AIQ_LIMITS, ("s", "min", "h"), strict=True))
-    extra.append(f"- rate limits: AIQ's defaults x{scale:g} ({limits}) in the sandbox and the client")
+    extra.append(f"- rate limits: AIQ's defaults x{scale:g} ({limits}) in the sandbox and the client; the client's "
+                 f"margin on the 1 s window: {margin:g} s (AIQ_RATE_LIMIT_MARGIN_SECONDS)")
     return "\n".join(lines + [""] + extra)
 
 
@@ -298,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="runs per size; figures are medians (%(default)s)")
     parser.add_argument("--rate-scale", type=float, default=10.0,
                         help="factor applied to AIQ's 5/s, 120/min, 2,000/h in sandbox and client (%(default)s)")
+    parser.add_argument("--margin", type=float, default=0.05,
+                        help="the client's AIQ_RATE_LIMIT_MARGIN_SECONDS: at least the spread of stamp-to-arrival "
+                             "delays on this link (%(default)s s; loopback measures tens of ms at most)")
     parser.add_argument("--sensor-ticks", type=int, default=5, help="change-sensor ticks (%(default)s)")
     parser.add_argument("--sensor-size", default="1m", choices=list(SIZES),
                         help="the POS the change sensor ticks on (%(default)s)")
@@ -314,10 +359,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: dict[str, tuple[dict, list[Rep]]] = {}
     for size in sizes:
         pos_path, info = generate(size)
-        reps = [one_rep(size, pos_path, info, args.rate_scale, rep, args.profile) for rep in range(repeat.get(size, 1))]
+        reps = [one_rep(size, pos_path, info, args.rate_scale, args.margin, rep, args.profile)
+                for rep in range(repeat.get(size, 1))]
         results[size] = (info, reps)
         log(f"{size}: " + json.dumps([{"wall": r.sync.wall, "cpu": r.sync.cpu, "rss": r.sync.peak_rss_mb,
                                        "requests": r.requests, "optimal": r.optimal, "floor": r.floor,
+                                       "schedule": r.schedule, "429s": r.throttled, "delay_ms_max": max(r.delays_ms),
                                        "push_wall": r.push_wall, "steps": r.sync.output["steps"],
                                        "ref_cpu": r.reference.output["work_cpu"], "work_cpu": r.sync.output["work_cpu"],
                                        "resync_requests": r.resync_requests} for r in reps]))
@@ -326,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         pos_path, info = generate(args.sensor_size)
         log(f"change-sensor ticks on the {args.sensor_size} POS")
         sensor = (args.sensor_size, sensor_ticks(pos_path, info, args.sensor_ticks))
-    body = table(results, args.rate_scale, sensor)
+    body = table(results, args.rate_scale, args.margin, sensor)
     print(body)
     if not args.no_write:
         write_results(body, "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]))
