@@ -56,13 +56,18 @@ def test_a_long_window_keeps_a_margin_of_at_least_one_percent_of_it(tmp_path: Pa
     assert 3.03 <= second - first < 3.5, "the 3 s window's send counted for 3.03 s, not 3 s"
 
 
-def test_a_restamped_send_counts_from_when_it_left(tmp_path: Path) -> None:
-    with AccountRateLimiter(f"sqlite:///{tmp_path / 'sync.db'}", "acct", 1, 10, 10, margin_seconds=0.0) as limiter:
+def assert_a_restamped_send_counts_from_when_it_left(database_url: str) -> None:
+    """Shared with the PostgreSQL tests."""
+    with AccountRateLimiter(database_url, "acct", 1, 10, 10, margin_seconds=0.0) as limiter:
         first = limiter.acquire()
         limiter.restamp(first, first.at + 0.4)
         limiter.restamp(first, first.at)  # an earlier moment never moves a send back
         second = limiter.acquire()
     assert second.at - first.at >= 1.4, "the second send waited for the window from the restamped moment"
+
+
+def test_a_restamped_send_counts_from_when_it_left(tmp_path: Path) -> None:
+    assert_a_restamped_send_counts_from_when_it_left(f"sqlite:///{tmp_path / 'sync.db'}")
 
 
 def test_accounts_have_separate_budgets(tmp_path: Path) -> None:

@@ -1,12 +1,20 @@
-"""The account-wide rate limiter on PostgreSQL: two OS processes share one budget through the sync database."""
+"""The account-wide rate limiter on PostgreSQL: two OS processes share one budget through the sync database, and a
+restamped send moves its window."""
 
 import multiprocessing
 
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq.ratelimit import SEND_LOG, AccountRateLimiter
+from aiq_pipelines.aiq.ratelimit import SEND_LOG
 from aiq_pipelines.sync.engines import engine_for
-from aiq_pipelines_tests.aiq.test_ratelimit import PER_MINUTE, PER_SECOND, SHORT_MINUTE, _send_sales, most_in_any_window
+from aiq_pipelines_tests.aiq.test_ratelimit import (
+    PER_MINUTE,
+    PER_SECOND,
+    SHORT_MINUTE,
+    _send_sales,
+    assert_a_restamped_send_counts_from_when_it_left,
+    most_in_any_window,
+)
 from aiq_pipelines_tests.sandbox_support import run_sandbox
 
 
@@ -39,8 +47,4 @@ def test_two_processes_share_the_account_budget_on_postgresql(pg_database, tmp_p
 
 
 def test_a_restamped_send_counts_from_when_it_left_on_postgresql(pg_database):
-    with AccountRateLimiter(pg_database("sync", driver="postgresql"), "acct", 1, 10, 10, margin_seconds=0.0) as limiter:
-        first = limiter.acquire()
-        limiter.restamp(first, first.at + 0.4)
-        second = limiter.acquire()
-    assert second.at - first.at >= 1.4, "the second send waited for the window from the restamped moment"
+    assert_a_restamped_send_counts_from_when_it_left(pg_database("sync", driver="postgresql"))
