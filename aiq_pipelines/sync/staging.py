@@ -55,15 +55,17 @@ staged_transactions = sa.Table(
     sa.Column("payload_error", sa.Text),
     sa.Column("run_id", sa.String, nullable=False, index=True),
     sa.Column("staged_at", sa.DateTime, nullable=False),
-    # Covers "the customers of a window's sales" (push._personas_missing) without reading the wide rows.
-    sa.Index("ix_staged_transactions_day_customer", "business_date", "customer_id", "is_void"),
+    # The push reads a window's sales in this order, so the first batch leaves without the wide rows being sorted
+    # first (a sort by transaction_id alone held the first request back by 0.5 s at 100k sales); and it covers "the
+    # customers of a window's sales" (push._personas_missing) without reading the wide rows.
+    sa.Index("ix_staged_transactions_day_key_customer", "business_date", "transaction_id", "customer_id", "is_void"),
 )
 
 staged_personas = sa.Table(
     "staged_personas",
     metadata,
     sa.Column("customer_id", sa.String, primary_key=True),
-    sa.Column("business_date", sa.Date, nullable=False, index=True),
+    sa.Column("business_date", sa.Date, nullable=False),
     sa.Column("last_modified_at", sa.DateTime, nullable=False),
     sa.Column("record", sa.Text, nullable=False),
     sa.Column("content_hash", sa.String(64), nullable=False),
@@ -75,6 +77,8 @@ staged_personas = sa.Table(
     sa.Column("payload_error", sa.Text),
     sa.Column("run_id", sa.String, nullable=False, index=True),
     sa.Column("staged_at", sa.DateTime, nullable=False),
+    # The push reads a window's personas in this order: no sort of the wide rows before the first batch.
+    sa.Index("ix_staged_personas_day_key", "business_date", "customer_id"),
 )
 
 staged_inventory = sa.Table(
@@ -146,9 +150,42 @@ class PersonaPayload:
 
 
 def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows, or update them where their primary key exists (SQLite and PostgreSQL)."""
+    """Insert rows, or update them where their primary key exists (SQLite and PostgreSQL). Every row has the keys of
+    the first."""
     if rows:
-        conn.execute(_upsert_statement(conn.dialect.name, table), rows)
+        statement = _compiled_upsert(conn.dialect, table, tuple(rows[0]))
+        conn.exec_driver_sql(statement.sql, [statement.parameters(row) for row in rows])
+
+
+@dataclass(frozen=True)
+class _CompiledUpsert:
+    """An upsert compiled once for a dialect and a set of columns, with each column's type conversion.
+
+    The staging and ledger writes go to the driver's ``executemany`` with these parameters: SQLAlchemy's generic
+    per-row parameter processing cost about 20 µs a staged sale, a tenth of the extract's CPU. The values are
+    converted by the very bind processors SQLAlchemy would apply, so what is stored does not change.
+    """
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+
+    def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        values = [row[name] if convert is None else convert(row[name])
+                  for name, convert in zip(self.names, self.processors, strict=True)]
+        return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
+
+
+@functools.cache
+def _compiled_upsert(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> _CompiledUpsert:
+    unknown = sorted(set(columns) - set(table.c.keys()))
+    if unknown:
+        raise ValueError(f"{table.name} has no columns {unknown}: a row to upsert must hold the table's columns only")
+    compiled = _upsert_statement(dialect.name, table).compile(dialect=dialect, column_keys=list(columns))
+    names = tuple(compiled.positiontup) if compiled.positional else tuple(columns)
+    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
+    return _CompiledUpsert(str(compiled), names, processors, compiled.positional)
 
 
 @functools.cache

@@ -16,7 +16,7 @@ from aiq_pipelines.defs.partitions import business_days
 from aiq_pipelines.pos.records import Persona
 from aiq_pipelines.pos.source import QUERIES, PosQueryError, PosSource, load_queries
 from aiq_pipelines.settings import load_settings
-from aiq_pipelines.sync.staging import PersonaPayload, SyncStore, staged_personas, staged_transactions
+from aiq_pipelines.sync.staging import PersonaPayload, SyncStore, staged_personas, staged_transactions, upsert
 from aiq_pipelines_tests.pos_factory import PosFactory
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
@@ -187,16 +187,52 @@ def assert_a_staging_table_without_an_index_is_rebuilt(sync_url: str) -> None:
     """Shared with the PostgreSQL tests: a query that relies on an index must not run without it."""
     store = SyncStore(sync_url, "America/Denver")
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("DROP INDEX ix_staged_transactions_day_customer")
+        conn.exec_driver_sql("DROP INDEX ix_staged_transactions_day_key_customer")
 
     SyncStore(sync_url, "America/Denver")
 
     indexes = {index["name"] for index in sa.inspect(store.engine).get_indexes("staged_transactions")}
-    assert "ix_staged_transactions_day_customer" in indexes
+    assert "ix_staged_transactions_day_key_customer" in indexes
 
 
 def test_a_staging_table_without_an_index_of_this_version_is_rebuilt(sync_url):
     assert_a_staging_table_without_an_index_is_rebuilt(sync_url)
+
+
+def assert_upsert_stores_every_type_and_replaces_by_key(sync_url: str) -> None:
+    """Shared with the PostgreSQL tests: the upsert hands the driver rows converted as SQLAlchemy would (dates,
+    timestamps, booleans, bytes, NULLs), inserts new keys and replaces existing ones, and names a row it cannot bind."""
+    store = SyncStore(sync_url, "America/Denver")
+
+    def row(key: str, day: int, void: bool, payload: bytes | None) -> dict:
+        return {"transaction_id": key, "business_date": dt.date(2026, 6, day),
+                "transaction_at": dt.datetime(2026, 6, day, 14, 0, 5, 120000), "customer_id": None if void else "C1",
+                "is_void": void, "last_modified_at": dt.datetime(2026, 6, day, 14, 0, 18), "record": "{}",
+                "content_hash": "c" * 64, "payload": payload, "payload_hash": None if payload is None else "p" * 64,
+                "payload_error": "why" if payload is None else None, "run_id": "r1", "staged_at": dt.datetime(2026, 7, 1)}
+
+    with store.engine.begin() as conn:
+        upsert(conn, staged_transactions, [row("A", 9, False, b'{"pos_id":"A"}'), row("B", 9, False, None)])
+        upsert(conn, staged_transactions, [row("B", 10, True, b"\x00\xff"), row("C", 11, False, None)])
+    with store.engine.connect() as conn:
+        stored = {r["transaction_id"]: dict(r) for r in conn.execute(sa.select(staged_transactions)).mappings()}
+
+    assert sorted(stored) == ["A", "B", "C"]
+    for key, want in {"A": row("A", 9, False, b'{"pos_id":"A"}'), "B": row("B", 10, True, b"\x00\xff"),
+                      "C": row("C", 11, False, None)}.items():
+        got = stored[key]
+        got["payload"] = None if got["payload"] is None else bytes(got["payload"])
+        assert got == want, key
+    with store.engine.connect() as conn:
+        day_of_b = conn.scalar(sa.select(sa.func.count()).select_from(staged_transactions).where(
+            staged_transactions.c.business_date == dt.date(2026, 6, 10)))
+    assert day_of_b == 1, "dates are stored so that SQL compares them as dates"
+    with pytest.raises(ValueError, match=r"has no columns \['no_such_column'\]"), store.engine.begin() as conn:
+        upsert(conn, staged_transactions, [{**row("D", 9, False, None), "no_such_column": 1}])
+
+
+def test_upsert_stores_every_type_and_replaces_by_key(sync_url):
+    assert_upsert_stores_every_type_and_replaces_by_key(sync_url)
 
 
 def test_extract_reads_its_window_in_chunks(pos, sync_url):

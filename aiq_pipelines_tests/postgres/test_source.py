@@ -20,6 +20,7 @@ from aiq_pipelines_tests.conftest import DEMO_OPTIONS
 from aiq_pipelines_tests.pos.test_staging import (
     assert_a_staging_table_without_an_index_is_rebuilt,
     assert_an_older_staging_layout_is_rebuilt,
+    assert_upsert_stores_every_type_and_replaces_by_key,
     local,
     staged_ids,
     window,
@@ -274,3 +275,7 @@ def test_the_same_demo_pos_gives_aiq_the_same_payloads_from_sqlite_and_postgresq
     assert sorted(from_postgresql) == sorted(from_sqlite)
     differing = [key for key in from_sqlite if _as_numbers(from_sqlite[key]) != _as_numbers(from_postgresql[key])]
     assert differing == [], f"{len(differing)} payloads differ, e.g. {differing[:1]}"
+
+
+def test_upsert_stores_every_type_and_replaces_by_key(sync_url):
+    assert_upsert_stores_every_type_and_replaces_by_key(sync_url)

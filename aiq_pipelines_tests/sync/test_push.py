@@ -186,6 +186,29 @@ def test_a_second_run_sends_nothing(shop, sync_url, sandbox):
     assert all(checks(again).values())
 
 
+def test_the_push_streams_staged_sales_and_personas_without_sorting_them_first(shop, sync_url, sandbox):
+    # A sort of the wide staged rows (payloads included) must finish before the first row comes back: at 100k sales
+    # that held the first request back by half a second. The push reads them in an index's order instead.
+    statements: list[tuple[str, object]] = []
+    engine = SyncDatabase(url=sync_url, timezone="America/Denver").store().engine
+    record = lambda conn, cursor, statement, parameters, context, many: statements.append((statement, parameters))  # noqa: E731
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11").success
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+    streams = [(statement, parameters) for statement, parameters in statements
+               if "payload_hash" in statement and statement.lstrip().upper().startswith("SELECT")]
+    read_tables = {table for table in ("staged_transactions", "staged_personas")
+                   if any(f"FROM {table}" in statement for statement, _ in streams)}
+    assert read_tables == {"staged_transactions", "staged_personas"}
+    with engine.connect() as conn:
+        for statement, parameters in streams:
+            plan = " | ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+            assert "TEMP B-TREE" not in plan, f"{plan}\n{statement}"
+
+
 def test_a_changed_phone_arrives_as_an_override_on_the_right_contact(shop, sync_url, sandbox):
     sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
     contact = members_by_user(sandbox)["C1"]["contactID"]
