@@ -136,11 +136,12 @@ def normalize_phone(raw: str) -> tuple[str | None, MemberIssue | None]:
         number = phonenumbers.parse(raw, "US")
     except phonenumbers.NumberParseException:
         return None, MemberIssue.PHONE_INVALID
+    if phonenumbers.is_valid_number_for_region(number, "US"):
+        return phonenumbers.national_significant_number(number), None
+    # Only for a number left out, the slower check that tells an invalid number from one valid elsewhere.
     if not phonenumbers.is_valid_number(number):
         return None, MemberIssue.PHONE_INVALID
-    if phonenumbers.region_code_for_number(number) != "US":
-        return None, MemberIssue.PHONE_NOT_US
-    return phonenumbers.national_significant_number(number), None
+    return None, MemberIssue.PHONE_NOT_US
 
 
 def normalize_email(raw: str) -> str | None:

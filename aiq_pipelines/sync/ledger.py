@@ -78,6 +78,21 @@ class Ledger:
                     found[row["record_key"]] = LedgerEntry(**row)
         return found
 
+    def known(self, entity: str, keys: Iterable[str]) -> set[str]:
+        """Those of ``keys`` AIQ has acknowledged, whatever their payload: a key-only read of ``entries``."""
+        keys = list(set(keys))
+        found: set[str] = set()
+        if not keys:
+            return found
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 500):
+                found.update(conn.scalars(sa.select(aiq_ledger.c.record_key).where(
+                    aiq_ledger.c.account == self.account,
+                    aiq_ledger.c.entity == entity,
+                    aiq_ledger.c.record_key.in_(keys[start : start + 500]),
+                )))
+        return found
+
     def acknowledge(self, conn: sa.Connection, entity: str, entries: Sequence[LedgerEntry], run_id: str) -> None:
         """Record entries AIQ acknowledged (call inside the transaction that also clears their quarantine)."""
         if not entries:

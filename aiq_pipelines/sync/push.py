@@ -362,12 +362,12 @@ class Pusher:
         for chunk in chunked(iter(records), PUSH_CHUNK):
             diff = self._diff("transaction", chunk, report)
             needed = {sale.customer_id for sale, _ in chunk if sale.customer_id and not sale.is_void}
-            known = set(self.ledger.entries("persona", needed))
+            known = self.ledger.known("persona", needed)
             if needed - known:
                 sent_before = personas.sent
                 self._send_members((self._personas_by_id(needed - known, source, personas), personas))
                 report.personas_sent_first += personas.sent - sent_before
-                known = set(self.ledger.entries("persona", needed))
+                known = self.ledger.known("persona", needed)
             for sale, staged in chunk:
                 staged = diff.read(staged)
                 if sale.is_void and staged.entry is None:
