@@ -131,9 +131,10 @@ def sandbox(db_path: Path, limits: tuple[int, int, int]) -> Iterator[Sandbox]:
 
 
 def rate_floor(requests: int, limits: tuple[int, int, int]) -> float:
-    """The issue's floor: ``requests`` ÷ the allowed rate, that of the slowest window the requests overflow."""
+    """The issue's floor: ``requests`` ÷ the allowed rate, that of the slowest window the requests overflow (the
+    per-second rate when they overflow none: a floor of 0 would divide the push wall by zero)."""
     return max((requests * seconds / limit for seconds, limit in zip((1.0, 60.0, 3600.0), limits, strict=True)
-                if requests > limit), default=0.0)
+                if requests > limit), default=requests / limits[0])
 
 
 def earliest_schedule(requests: int, limits: tuple[int, int, int]) -> float:

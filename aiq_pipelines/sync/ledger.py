@@ -11,7 +11,7 @@ and the ``piis`` search need (the sync database is the one place personal data i
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,37 +61,26 @@ class Ledger:
         self.account = account
         create_tables(engine, metadata, [aiq_ledger])
 
-    def entries(self, entity: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
+    def _rows(self, entity: str, keys: Iterable[str], *columns: sa.Column) -> Iterator[sa.Row]:
+        """The ledger rows of ``keys`` (``columns`` of them), read 500 keys a query."""
         keys = list(set(keys))
-        found: dict[str, LedgerEntry] = {}
         if not keys:
-            return found
-        columns = [aiq_ledger.c[name] for name in LedgerEntry.__dataclass_fields__]
+            return
         with self.engine.connect() as conn:
             for start in range(0, len(keys), 500):
-                query = sa.select(*columns).where(
+                yield from conn.execute(sa.select(*columns).where(
                     aiq_ledger.c.account == self.account,
                     aiq_ledger.c.entity == entity,
                     aiq_ledger.c.record_key.in_(keys[start : start + 500]),
-                )
-                for row in conn.execute(query).mappings():
-                    found[row["record_key"]] = LedgerEntry(**row)
-        return found
+                ))
+
+    def entries(self, entity: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
+        columns = [aiq_ledger.c[name] for name in LedgerEntry.__dataclass_fields__]
+        return {row.record_key: LedgerEntry(**row._mapping) for row in self._rows(entity, keys, *columns)}
 
     def known(self, entity: str, keys: Iterable[str]) -> set[str]:
         """Those of ``keys`` AIQ has acknowledged, whatever their payload: a key-only read of ``entries``."""
-        keys = list(set(keys))
-        found: set[str] = set()
-        if not keys:
-            return found
-        with self.engine.connect() as conn:
-            for start in range(0, len(keys), 500):
-                found.update(conn.scalars(sa.select(aiq_ledger.c.record_key).where(
-                    aiq_ledger.c.account == self.account,
-                    aiq_ledger.c.entity == entity,
-                    aiq_ledger.c.record_key.in_(keys[start : start + 500]),
-                )))
-        return found
+        return {key for (key,) in self._rows(entity, keys, aiq_ledger.c.record_key)}
 
     def acknowledge(self, conn: sa.Connection, entity: str, entries: Sequence[LedgerEntry], run_id: str) -> None:
         """Record entries AIQ acknowledged (call inside the transaction that also clears their quarantine)."""
