@@ -8,7 +8,7 @@ import dagster as dg
 from aiq_pipelines.aiq.resource import AiqResource
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
-from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.defs.resources import SyncDatabase
 from aiq_pipelines.sync.push import Pusher, PushReport
 
 CHECK_DELIVERED = "delivered"
@@ -92,27 +92,25 @@ def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=AIQ_POOL,
-    # pos_transactions too: the customers of the window's staged sales go out with the personas.
+    # pos_transactions too: the customers of the window's sales, staged by it, go out with the personas.
     deps=[pos_personas, pos_transactions],
     freshness_policy=SALES_FRESHNESS,
     check_specs=_check_specs("aiq_personas"),
 )
-def aiq_personas(
-    context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase, aiq: AiqResource
-) -> dg.MaterializeResult:
+def aiq_personas(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> dg.MaterializeResult:
     """Personas created or modified on each business day, upserted into AIQ (createUpdateMembers).
 
     Only personas whose payload changed since AIQ last acknowledged them are sent. A changed phone or email of a
     persona AIQ already has goes through AIQ's override call on its contactID, as AIQ's guide asks. Invalid and
     placeholder phones and invalid emails are left out (and counted), never sent. The customers of the day's sales
-    that AIQ lacks, however long ago they were modified, are read from the POS and sent in the same batches, so
-    each sale finds its persona in AIQ.
+    that AIQ lacks, however long ago they were modified, are sent in the same batches as pos_transactions staged
+    them, so each sale finds its persona in AIQ.
     """
     start, end = _window(context)
     with aiq.open_client() as client:
         pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
         before = pusher.quarantine_count("persona")
-        report, for_sales = pusher.push_personas(start, end, pos.source())
+        report, for_sales = pusher.push_personas(start, end)
         stats = client.stats
     extra = {"overrides": report.overrides, "personas_for_sales_sent": for_sales.sent,
              "personas_for_sales_quarantined": for_sales.quarantined,
@@ -130,13 +128,11 @@ def aiq_personas(
     freshness_policy=SALES_FRESHNESS,
     check_specs=_check_specs("aiq_sales"),
 )
-def aiq_sales(
-    context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase, aiq: AiqResource
-) -> dg.MaterializeResult:
+def aiq_sales(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> dg.MaterializeResult:
     """Sales of each business day with their line items, upserted into AIQ (createUpdateSales).
 
-    Each sale's persona reaches AIQ before the sale: customers the ledger lacks are read from the POS and sent first,
-    however long ago they were modified. Returns are their own sales with negative quantities; a sale voided before
+    Each sale's persona reaches AIQ before the sale: customers the ledger lacks are sent first, as pos_transactions
+    staged them, however long ago they were modified. Returns are their own sales with negative quantities; a sale voided before
     it was sent is never sent, and one voided after is re-sent with a zero total and zero quantities so it stops
     counting. Only sales whose payload changed since AIQ acknowledged them are sent.
     """
@@ -144,7 +140,7 @@ def aiq_sales(
     with aiq.open_client() as client:
         pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
         before = pusher.quarantine_count("transaction")
-        report, personas = pusher.push_sales(start, end, pos.source())
+        report, personas = pusher.push_sales(start, end)
         stats = client.stats
     extra = {"voided_unsent": report.voided_unsent, "personas_sent_first": personas.sent,
              "personas_quarantined": personas.quarantined}

@@ -132,6 +132,9 @@ def _extract_result(
         "quarantine_rate": report.quarantine_rate,
         "quarantine_reasons": dg.MetadataValue.md(report.reasons_markdown()),
     }
+    if report.entity == "transaction":
+        metadata["sale_customers_staged"] = report.sale_customers
+        metadata["sale_customers_without_payload"] = report.sale_customers_without_payload
     if windowed:
         metadata["window_start"] = report.window_start.isoformat()
         metadata["window_end"] = report.window_end.isoformat()
@@ -163,6 +166,9 @@ def pos_transactions(context: dg.AssetExecutionContext, pos: PosDatabase, sync: 
     Replaces the window's staged receipts with what the POS holds now, so re-runs are idempotent. A receipt whose
     store, customer or products are missing from the POS, whose lines don't reconcile with its total within a
     cent, or whose values don't parse is quarantined with its reason; the rest of the day is staged.
+
+    The customers the day's sales name are staged too, as AIQ personas read from the POS now, however long ago they
+    were modified: aiq_personas and aiq_sales send them before the sales that need them, without reading the POS.
 
     Each run also quarantines the sales no partition reads (no date, later than today, or dated before
     POS_START_DATE though modified since); the check none_outside_partitions warns about them.

@@ -1,12 +1,13 @@
 """Sending what changed to AIQ: staged records → payloads → diff against the ledger → batches → ledger.
 
 One ``Pusher`` serves one run and one AIQ account. Records are read from staging in chunks; each record's payload hash
-is compared with the ledger, so an unchanged record costs no request. Sales and personas had their payloads and hashes
-staged by the extract: sales are sent as the stored bytes, a persona's bytes are read back into its model only when it
-is sent. Products, and customers read from the POS on a sale's behalf, are mapped here. Batches go through the client's
-bulk senders, which keep a few at AIQ at once; each batch's outcome comes back in order, once AIQ answered it, and is
-written to the ledger in a transaction of its own. A sale's persona is always acknowledged by AIQ before the
-sale is sent: the personas a chunk of sales needs are sent, and their stream drained, before any of those sales is.
+is compared with the ledger, so an unchanged record costs no request. Sales, personas and the customers the sales name
+had their payloads and hashes staged by the extract: sales are sent as the stored bytes, a persona's bytes are read
+back into its model only when it is sent. Only products are mapped here; the push never reads the POS. Batches go
+through the client's bulk senders, which keep a few at AIQ at once; each batch's outcome comes back in order, once
+AIQ answered it, and is written to the ledger in a transaction of its own. A sale's persona is always acknowledged by
+AIQ before the sale is sent: the personas a chunk of sales needs are sent, and their stream drained, before any of
+those sales is.
 Each push holds the account's push lease (``sync.lease``), so runs that overlap take turns and none sends what another
 has just sent.
 """
@@ -33,8 +34,8 @@ from aiq_pipelines.aiq.client import (
     redact_personal_data,
 )
 from aiq_pipelines.aiq.payloads import EncodedPayload, Member, payload_hash
-from aiq_pipelines.pos.records import InventoryItem, RecordRejected, build_persona
-from aiq_pipelines.pos.source import PosSource, chunked
+from aiq_pipelines.pos.records import InventoryItem
+from aiq_pipelines.pos.source import chunked
 from aiq_pipelines.sync.lease import push_lease
 from aiq_pipelines.sync.ledger import Ledger, LedgerEntry, aiq_ledger
 from aiq_pipelines.sync.progress import Progress
@@ -45,12 +46,14 @@ from aiq_pipelines.sync.staging import (
     quarantine,
     staged_inventory,
     staged_personas,
+    staged_sale_customers,
     staged_transactions,
 )
 
 PUSH_CHUNK = 500
 PUSH_STAGES = ("payload", "aiq")
 WAITING_FOR_PERSONA = "waiting for its persona: the customer is quarantined or was refused by AIQ"
+CUSTOMER_NOT_STAGED = "payload missing: the customer is not staged; re-run the day's pos_transactions"
 
 logger = logging.getLogger(__name__)
 
@@ -310,54 +313,46 @@ class Pusher:
                     ))
                 self._record(part, acked, report)
 
-    def push_personas(
-        self, start: dt.datetime, end: dt.datetime, source: PosSource | None = None
-    ) -> tuple[PushReport, PushReport]:
+    def push_personas(self, start: dt.datetime, end: dt.datetime) -> tuple[PushReport, PushReport]:
         """Send the personas staged for the business days in [start, end) that AIQ doesn't have as they are.
 
-        With ``source``, the customers the window's sales name that the ledger lacks follow in the same stream, read
-        from the POS however long ago they were modified, so the sales find them there. Returns the report of the
-        staged personas and that of the sales' customers.
+        The customers the window's sales name that the ledger lacks follow in the same stream, as ``pos_transactions``
+        staged them (``staged_sale_customers``), so the sales find them in AIQ. Returns the report of the staged
+        personas and that of the sales' customers.
         """
         report = PushReport(entity="persona")
         for_sales = PushReport(entity="persona")
 
-        def for_the_sales(source: PosSource) -> Iterator[tuple[PersonaPayload, _Staged]]:
+        def for_the_sales() -> Iterator[tuple[PersonaPayload, _Staged]]:
             # Looked up once the staged personas are queued, so the first batches need not wait for the query.
-            missing = self._personas_missing(start, end, besides_staged_personas=True)
-            yield from self._personas_by_id(missing, source, for_sales)
+            yield from self._sale_customers(self._personas_missing(start, end, besides_staged_personas=True))
 
         with self._lease():
             self._start_progress("persona", staged_personas, start, end)
-            window = self._staged_personas(start, end)
-            if source is None:
-                self._send_members((window, report))
-            else:
-                self._send_members((window, report), (for_the_sales(source), for_sales))
+            self._send_members((self._staged_personas(start, end), report), (for_the_sales(), for_sales))
         return report, for_sales
 
-    def _personas_by_id(
-        self, customer_ids: Iterable[str], source: PosSource, report: PushReport
-    ) -> Iterator[tuple[PersonaPayload, _Staged]]:
-        """Customers that sales reference, read from the POS whenever they were last modified and mapped now; those
-        that don't parse are quarantined on the way."""
-        # The POS is asked PUSH_CHUNK ids at a time; the personas stream on into full batches.
+    def _sale_customers(self, customer_ids: Iterable[str]) -> Iterator[tuple[PersonaPayload, _Staged]]:
+        """The staged payloads of customers that sales name, in the order given. A customer without one (it could not
+        be built, or no extract staged it) comes with the reason, and ``_member_candidates`` quarantines it."""
+        table = staged_sale_customers
+        columns = (table.c.customer_id, table.c.content_hash, table.c.payload, table.c.payload_hash,
+                   table.c.payload_issues, table.c.payload_error)
         for ids in chunked(iter(customer_ids), PUSH_CHUNK):
-            for key, rows in source.personas_by_id(sorted(ids)):
-                try:
-                    persona = build_persona(rows[0])
-                except RecordRejected as exc:
-                    staged = _Staged(str(key), "", None)
-                    report.reject(staged.key, exc.reason)
-                    self._settle("persona", quarantined=[(staged, "payload", exc.reason, None)])
+            with self.store.engine.connect() as conn:
+                rows = {row[0]: row for row in conn.execute(sa.select(*columns).where(table.c.customer_id.in_(ids)))}
+            for key in ids:
+                row = rows.get(key)
+                if row is None:
+                    yield PersonaPayload.failed(CUSTOMER_NOT_STAGED), _Staged(key, "", None)
                     continue
-                yield PersonaPayload.of(persona), _Staged(persona.customer_id, persona.content_hash(), None)
+                _, content_hash, payload, digest, issues, error = row
+                yield PersonaPayload.staged(payload, digest, issues, error), _Staged(key, content_hash or "", None)
 
     # -- sales ----------------------------------------------------------------------------------------------
 
     def _sale_candidates(
-        self, records: Iterable[tuple[_StagedSale, _Staged]], source: PosSource, report: PushReport,
-        personas: PushReport,
+        self, records: Iterable[tuple[_StagedSale, _Staged]], report: PushReport, personas: PushReport
     ) -> Iterator[tuple[_Staged, EncodedPayload]]:
         for chunk in chunked(iter(records), PUSH_CHUNK):
             diff = self._diff("transaction", chunk, report)
@@ -365,7 +360,7 @@ class Pusher:
             known = self.ledger.known("persona", needed)
             if needed - known:
                 sent_before = personas.sent
-                self._send_members((self._personas_by_id(needed - known, source, personas), personas))
+                self._send_members((self._sale_customers(sorted(needed - known)), personas))
                 report.personas_sent_first += personas.sent - sent_before
                 known = self.ledger.known("persona", needed)
             for sale, staged in chunk:
@@ -384,20 +379,20 @@ class Pusher:
                     yield staged.with_payload_hash(sale.payload_hash), sale.payload
             self._write_back(diff)
 
-    def push_sales(self, start: dt.datetime, end: dt.datetime, source: PosSource) -> tuple[PushReport, PushReport]:
+    def push_sales(self, start: dt.datetime, end: dt.datetime) -> tuple[PushReport, PushReport]:
         """Send the sales staged for [start, end) that AIQ doesn't have as they are; personas they need go first.
 
         Returns the sales report and the report of personas sent on the sales' behalf.
         """
         report = PushReport(entity="transaction")
         personas = PushReport(entity="persona")
-        candidates = self._sale_candidates(self._staged_sales(start, end), source, report, personas)
+        candidates = self._sale_candidates(self._staged_sales(start, end), report, personas)
         with self._lease():
             self._start_progress("transaction", staged_transactions, start, end)
             # The personas the window's sales need and the ledger lacks (aiq_personas usually sent them), in one stream
             # before any sale: full batches, not a partial one per chunk of sales. The per-chunk check in
             # _sale_candidates still covers anything this pass missed.
-            self._send_members((self._personas_by_id(self._personas_missing(start, end), source, personas), personas))
+            self._send_members((self._sale_customers(self._personas_missing(start, end)), personas))
             report.personas_sent_first += personas.sent
             for outcome in self.client.send_sales(candidates):
                 acked = [LedgerEntry(s.key, s.payload_hash, s.source_hash) for s, _, _ in outcome.accepted]

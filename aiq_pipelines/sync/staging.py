@@ -36,6 +36,8 @@ from aiq_pipelines.pos.source import PosSource, RowGroup, chunked, utc_timestamp
 from aiq_pipelines.sync.engines import create_tables, engine_for
 
 metadata = sa.MetaData()
+CUSTOMER_CHUNK = 500  # customer ids per POS query and per staging lookup
+NOT_IN_POS = "the customer is not in the POS: the personas_by_id query found no row for it"
 
 staged_transactions = sa.Table(
     "staged_transactions",
@@ -81,6 +83,24 @@ staged_personas = sa.Table(
     sa.Index("ix_staged_personas_day_key", "business_date", "customer_id"),
 )
 
+# The customers the staged sales name, whatever day they were last modified, with their payloads: a sale's persona
+# must reach AIQ before the sale, and most customers of a day's sales were modified long before it. Keyed by customer
+# (not by day, which would repeat a regular's payload on every day they shop); ``pos_transactions`` refreshes the rows
+# of its window's customers, so the push sends stored bytes and never reads the POS. A customer that cannot be staged
+# has NULL content_hash and payload, and payload_error says why.
+staged_sale_customers = sa.Table(
+    "staged_sale_customers",
+    metadata,
+    sa.Column("customer_id", sa.String, primary_key=True),
+    sa.Column("content_hash", sa.String(64)),
+    sa.Column("payload", sa.LargeBinary),
+    sa.Column("payload_hash", sa.String(64)),
+    sa.Column("payload_issues", sa.Text),
+    sa.Column("payload_error", sa.Text),
+    sa.Column("run_id", sa.String, nullable=False),
+    sa.Column("staged_at", sa.DateTime, nullable=False),
+)
+
 staged_inventory = sa.Table(
     "staged_inventory",
     metadata,
@@ -124,8 +144,13 @@ class PersonaPayload:
         try:
             mapped = mapping.member_payload(persona)
         except ValidationError as exc:
-            return cls(None, None, frozenset(), mapping.payload_reason(exc))
+            return cls.failed(mapping.payload_reason(exc))
         return cls(mapped.member.encoded, payload_hash(mapped.member), mapped.issues, None, mapped.member)
+
+    @classmethod
+    def failed(cls, reason: str) -> PersonaPayload:
+        """No payload, and why."""
+        return cls(None, None, frozenset(), reason)
 
     @classmethod
     def staged(cls, encoded: bytes | None, digest: str | None, issues: str | None, error: str | None) -> PersonaPayload:
@@ -253,6 +278,10 @@ class StageReport(QuarantineTally):
     # Counted in the staging transaction itself: once it commits, another run of the same days may restage the rows.
     keys_staged: int = 0
     outside_window: int = 0
+    # pos_transactions: the customers of the window's sales staged with their payloads (staged_sale_customers), and
+    # how many of them have none (the reason is staged; the push quarantines the customer if it has to send it).
+    sale_customers: int = 0
+    sale_customers_without_payload: int = 0
 
     @property
     def extracted(self) -> int:
@@ -277,7 +306,10 @@ class SyncStore:
         self.engine = engine_for(database_url)
         self.tz = zoneinfo.ZoneInfo(timezone)
         # Staging holds nothing the next extract cannot rebuild, so a staging table of an older layout is recreated.
-        create_tables(self.engine, metadata, rebuildable=(staged_transactions, staged_personas, staged_inventory))
+        create_tables(
+            self.engine, metadata,
+            rebuildable=(staged_transactions, staged_personas, staged_sale_customers, staged_inventory),
+        )
 
     def business_date(self, moment: dt.datetime) -> dt.date:
         """The store's local day of a UTC moment (naive values are UTC)."""
@@ -329,7 +361,9 @@ class SyncStore:
         run_id: str,
         chunk_size: int,
         on_chunk: Callable[[StageReport], None] | None,
+        finish: Callable[[sa.Connection, StageReport], None] | None = None,
     ) -> StageReport:
+        """Replace the window's staged rows in one transaction; ``finish`` runs in it once every row is written."""
         report = StageReport(entity=entity, window_start=start, window_end=end)
         first_day, end_day = self._window_dates(start, end)
         with self.engine.begin() as conn:
@@ -371,6 +405,8 @@ class SyncStore:
                 report.chunks += 1
                 if on_chunk is not None:
                     on_chunk(report)
+            if finish is not None:
+                finish(conn, report)
             self._count_staged(conn, table, run_id, first_day, end_day, report)
         return report
 
@@ -443,9 +479,13 @@ class SyncStore:
         chunk_size: int = 5000,
         on_chunk: Callable[[StageReport], None] | None = None,
     ) -> StageReport:
-        """Replace the staged receipts of the business days in [start, end) with what the POS holds now."""
+        """Replace the staged receipts of the business days in [start, end) with what the POS holds now, and stage
+        the customers they name (``staged_sale_customers``) as the POS holds them now."""
+        customers: set[str] = set()
 
         def to_row(tx: Transaction, run: str, now: dt.datetime) -> dict[str, Any]:
+            if tx.customer_id is not None and not tx.is_void:  # a void is never sent, so it needs no persona
+                customers.add(tx.customer_id)
             try:
                 visit = mapping.visit_payload(tx)
                 payload, digest, error = visit.encoded, payload_hash(visit), None
@@ -478,7 +518,34 @@ class SyncStore:
             run_id=run_id,
             chunk_size=chunk_size,
             on_chunk=on_chunk,
+            finish=lambda conn, report: self._stage_sale_customers(conn, source, customers, run_id, report),
         )
+
+    def _stage_sale_customers(
+        self, conn: sa.Connection, source: PosSource, customer_ids: set[str], run_id: str, report: StageReport
+    ) -> None:
+        """Stage the payload of every customer in ``customer_ids``, read from the POS now, in the staging transaction.
+
+        Every customer is mapped again, even one staged before with the same record: a change to the mapping must
+        reach the payloads at the next extract, as it does for sales and personas.
+        """
+        table = staged_sale_customers
+        for ids in chunked(iter(sorted(customer_ids)), CUSTOMER_CHUNK):
+            now = _utcnow()
+            rows: list[dict[str, Any]] = []
+            for key, pos_rows in source.personas_by_id(ids):
+                try:
+                    persona = build_persona(pos_rows[0])
+                except RecordRejected as exc:
+                    rows.append(_sale_customer_row(str(key), None, PersonaPayload.failed(exc.reason), run_id, now))
+                    continue
+                rows.append(_sale_customer_row(persona.customer_id, persona.content_hash(), PersonaPayload.of(persona),
+                                               run_id, now))
+            missing = set(ids).difference(row["customer_id"] for row in rows)
+            rows += [_sale_customer_row(key, None, PersonaPayload.failed(NOT_IN_POS), run_id, now) for key in missing]
+            upsert(conn, table, rows)
+            report.sale_customers += len(rows)
+            report.sale_customers_without_payload += sum(row["payload"] is None for row in rows)
 
     def stage_personas(
         self,
@@ -564,6 +631,12 @@ class SyncStore:
         with self.engine.connect() as conn:
             for (record,) in conn.execution_options(stream_results=True, yield_per=1000).execute(query):
                 yield model.model_validate_json(record)
+
+
+def _sale_customer_row(
+    key: str, content_hash: str | None, payload: PersonaPayload, run_id: str, now: dt.datetime
+) -> dict[str, Any]:
+    return {"customer_id": key, "content_hash": content_hash, **payload.columns(), "run_id": run_id, "staged_at": now}
 
 
 def _record_columns(record: Any) -> dict[str, str]:

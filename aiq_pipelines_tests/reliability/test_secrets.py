@@ -24,10 +24,11 @@ from aiq_pipelines_tests.sync.test_push import local, metadata
 WRONG_KEY = "wrong-key-" + API_KEY[::-1]
 # 20% 503, 10% 429, 10% dropped connections; the seed never fails a request more than 3 times in a row.
 FAULTS = dict(fault_5xx=0.2, fault_429=0.1, fault_drop=0.1, retry_after=0, fault_seed=6040)
-# Where personal data is kept by design: the staged persona and its payload, the phone and email last sent (for the
-# override call and the piis search), and the POS rows of a quarantined record (for the operator).
-PERSONAL_COLUMNS = {("staged_personas", "record"), ("staged_personas", "payload"), ("aiq_ledger", "sent_phone"),
-                    ("aiq_ledger", "sent_email"), ("quarantine", "source")}
+# Where personal data is kept by design: the staged persona and its payload, the payload of a customer the sales name,
+# the phone and email last sent (for the override call and the piis search), and the POS rows of a quarantined record
+# (for the operator).
+PERSONAL_COLUMNS = {("staged_personas", "record"), ("staged_personas", "payload"), ("staged_sale_customers", "payload"),
+                    ("aiq_ledger", "sent_phone"), ("aiq_ledger", "sent_email"), ("quarantine", "source")}
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 

@@ -18,7 +18,8 @@ from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_personas, aiq_sales
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.sync.ledger import aiq_ledger
-from aiq_pipelines.sync.staging import quarantine
+from aiq_pipelines.sync.push import CUSTOMER_NOT_STAGED, WAITING_FOR_PERSONA
+from aiq_pipelines.sync.staging import quarantine, staged_sale_customers
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
 DAILY = [pos_transactions, pos_personas, aiq_personas, aiq_sales]
@@ -170,6 +171,70 @@ def test_sales_pushed_without_the_personas_step_still_send_their_personas_first(
     assert (meta["personas_sent_first"], meta["sent"], meta["aiq_requests"]) == (3, 6, 2)
     assert set(members_by_user(sandbox)) == {"C1", "C2", "C3"}
     assert all(s["persona_known_at_arrival"] for s in sandbox.state()["sales"] if "pos_user" in s)
+
+
+def test_the_push_sends_the_sales_customers_as_the_extract_staged_them_without_reading_the_pos(
+        shop, sync_url, sandbox, tmp_path):
+    extract = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11", assets=[pos_transactions, pos_personas])
+    assert metadata(extract, "pos_transactions")["sale_customers_staged"] == 3, "C1, C2, C3: the void needs none"
+    # After the extract, C3 changes without a new modification time: the push must send what was staged.
+    shop.execute("UPDATE customers SET first_name = 'Changed' WHERE customer_id = 'C3'")
+    gone = f"sqlite:///{tmp_path / 'unmounted' / 'pos.db'}"  # and the POS is out of reach
+
+    result = sync(gone, sync_url, sandbox, "2026-06-09", "2026-06-11", assets=[aiq_personas, aiq_sales])
+
+    assert result.success, result.all_events
+    assert metadata(result, "aiq_personas")["personas_for_sales_sent"] == 1
+    assert members_by_user(sandbox)["C3"]["first_name"] == "Zoë", "as staged, not as the POS holds it now"
+    assert sales_by_id(sandbox)["old-friend"]["pos_user"] == "C3"
+    assert all(s["persona_known_at_arrival"] for s in sandbox.state()["sales"] if "pos_user" in s)
+    assert all(checks(result).values()), checks(result)
+
+
+def test_a_sales_customer_that_cannot_be_staged_holds_its_sales_until_the_pos_is_fixed(shop, sync_url, sandbox):
+    shop.add_customer("C4", birthday="1990-02-30", modified=dt.datetime(2025, 1, 1))  # a sale needs her
+    shop.add_sale("impossible-birthday", local(2026, 6, 10, 17), customer_id="C4")
+
+    result = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11")
+
+    assert result.success, result.all_events
+    assert metadata(result, "pos_transactions")["sale_customers_without_payload"] == 1
+    held = {(row["entity"], row["record_key"]): (row["stage"], row["reason"]) for row in quarantined_rows(sync_url)}
+    assert held[("persona", "C4")][0] == "payload" and "birthday" in held[("persona", "C4")][1]
+    assert held[("transaction", "impossible-birthday")] == ("payload", WAITING_FOR_PERSONA)
+    assert "C4" not in members_by_user(sandbox) and "impossible-birthday" not in sales_by_id(sandbox)
+    assert metadata(result, "aiq_personas")["personas_for_sales_quarantined"] == 1
+
+    shop.execute("UPDATE customers SET birthday = '1990-02-28' WHERE customer_id = 'C4'")  # no new modification time
+    fixed = sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10")
+
+    assert fixed.success
+    assert [row["record_key"] for row in quarantined_rows(sync_url)] == ["broken"], "the day's extract read C4 again"
+    assert members_by_user(sandbox)["C4"]["birthday"] == "02/28/1990"
+    assert sales_by_id(sandbox)["impossible-birthday"]["pos_user"] == "C4"
+
+
+def test_a_sale_whose_customer_no_extract_staged_waits_and_says_to_extract_again(shop, sync_url, sandbox):
+    # As after an upgrade: sales staged by a version that did not stage their customers.
+    sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10", assets=[pos_transactions])
+    with sa.create_engine(sync_url).begin() as conn:
+        conn.execute(staged_sale_customers.delete())
+
+    result = sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10", assets=[aiq_sales])
+
+    held = {(row["entity"], row["record_key"]): (row["stage"], row["reason"]) for row in quarantined_rows(sync_url)}
+    assert held == {("persona", "C2"): ("payload", CUSTOMER_NOT_STAGED), ("persona", "C3"): ("payload", CUSTOMER_NOT_STAGED),
+                    ("transaction", "regular"): ("payload", WAITING_FOR_PERSONA),
+                    ("transaction", "old-friend"): ("payload", WAITING_FOR_PERSONA)}
+    assert sandbox.state()["sales"] == [] and checks(result)["aiq_sales.delivered"]
+    again = sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10", assets=[pos_transactions, aiq_sales])
+    assert again.success and set(sales_by_id(sandbox)) == {"regular", "old-friend"}
+    assert quarantined_rows(sync_url) == []
+
+
+def quarantined_rows(sync_url: str) -> list[dict]:
+    with sa.create_engine(sync_url).connect() as conn:
+        return [dict(row) for row in conn.execute(sa.select(quarantine)).mappings()]
 
 
 def test_a_second_run_sends_nothing(shop, sync_url, sandbox):
