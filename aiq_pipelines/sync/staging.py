@@ -163,12 +163,16 @@ class PersonaPayload:
                 "payload_issues": ",".join(sorted(self.issues)) or None, "payload_error": self.error}
 
     def member(self) -> Member:
-        """The payload as a model (the override call and the ledger need its phone and email): the bytes read back."""
+        """The payload as a model (the override call and the ledger need its phone and email): the bytes read back.
+
+        The model sends the staged bytes themselves, the ones ``digest`` hashes, rather than encoding them again."""
         if self.built is not None:
             return self.built
         if self.encoded is None:
             raise ValueError(f"no payload: {self.error}")
-        return Member.model_validate_json(self.encoded)
+        member = Member.model_validate_json(self.encoded)
+        member.__dict__["encoded"] = self.encoded  # the cached_property's slot: AiqPayload.encoded
+        return member
 
     def __repr__(self) -> str:  # the bytes hold a phone and an email: never shown
         return f"PersonaPayload({len(self.encoded or b'')} bytes, issues={sorted(self.issues)}, error={self.error!r})"

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from aiq_pipelines.aiq.client import (
     AiqContactNotFoundError,
     AiqRefusedError,
     AiqUnavailableError,
+    SENDING_SWITCH_INTERVAL,
     MemberAck,
     redact_personal_data,
     _retry_after_seconds,
@@ -157,6 +159,24 @@ def test_bulk_senders_read_the_iterable_lazily(sandbox: Sandbox, tmp_path: Path)
         assert len(first.accepted) == 100 and taken <= 101
         assert len(api_requests(sandbox)) == 1  # the batch was acknowledged before it was handed out
         assert sum(len(o.accepted) for o in outcomes) == 150
+
+
+def test_threads_hand_over_promptly_while_batches_are_in_flight_and_as_before_after(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    seen: list[float] = []
+
+    def source() -> Iterator[tuple[int, Visit]]:
+        for i in range(150):
+            seen.append(sys.getswitchinterval())  # read while the sender builds batches
+            yield i, visit(i)
+
+    before = sys.getswitchinterval()
+    with open_client(sandbox, tmp_path, batch_size_sales=100, max_in_flight=2) as client:
+        delivered = sum(len(outcome.accepted) for outcome in client.send_sales(source()))
+
+    assert delivered == 150
+    assert set(seen) == {min(before, SENDING_SWITCH_INTERVAL)} and SENDING_SWITCH_INTERVAL < before
+    assert sys.getswitchinterval() == before
 
 
 # -- refusals --------------------------------------------------------------------------------------------------

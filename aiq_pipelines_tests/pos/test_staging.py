@@ -283,6 +283,7 @@ def test_a_staged_persona_carries_its_payload_and_what_was_left_out(pos, sync_ur
     assert issues == "phone_placeholder", "the placeholder phone was left out, and the staging row says so"
     staged = PersonaPayload.staged(payload, digest, issues, error)
     assert staged.member() == expected and staged.issues == {"phone_placeholder"}
+    assert staged.member().encoded is staged.encoded, "the push sends the staged bytes, the ones the ledger hashes"
     assert "ada@example.com" not in repr(staged).lower()
 
 
