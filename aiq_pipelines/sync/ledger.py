@@ -11,6 +11,7 @@ and the ``piis`` search need (the sync database is the one place personal data i
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,16 @@ class LedgerEntry:
         return f"LedgerEntry({self.record_key!r}, contact_id={self.contact_id!r})"
 
 
+@functools.cache
+def _rows_query(columns: tuple[str, ...]) -> sa.Select:
+    # Built once per column set: building it and its cache key for every chunk cost as much as running it.
+    return sa.select(*(aiq_ledger.c[name] for name in columns)).where(
+        aiq_ledger.c.account == sa.bindparam("account"),
+        aiq_ledger.c.entity == sa.bindparam("entity"),
+        aiq_ledger.c.record_key.in_(sa.bindparam("keys", expanding=True)),
+    )
+
+
 class Ledger:
     """Reads and writes the ledger of one AIQ account."""
 
@@ -66,13 +77,11 @@ class Ledger:
         keys = list(set(keys))
         if not keys:
             return
+        query = _rows_query(tuple(column.name for column in columns))
         with self.engine.connect() as conn:
             for start in range(0, len(keys), 500):
-                yield from conn.execute(sa.select(*columns).where(
-                    aiq_ledger.c.account == self.account,
-                    aiq_ledger.c.entity == entity,
-                    aiq_ledger.c.record_key.in_(keys[start : start + 500]),
-                ))
+                yield from conn.execute(query, {"account": self.account, "entity": entity,
+                                                "keys": keys[start : start + 500]})
 
     def entries(self, entity: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
         columns = [aiq_ledger.c[name] for name in LedgerEntry.__dataclass_fields__]

@@ -59,6 +59,21 @@ CUSTOMER_NOT_STAGED = "payload missing: the customer is not staged; re-run the d
 
 logger = logging.getLogger(__name__)
 
+# Statements run once per batch or chunk, built once with their key lists as expanding parameters: building a
+# statement and its cache key each time cost about as much as running it (SQLite, 100 keys).
+_KEYS = sa.bindparam("keys", expanding=True)
+_REFUSED = sa.select(quarantine.c.record_key, quarantine.c.source_hash, quarantine.c.reason).where(
+    quarantine.c.entity == sa.bindparam("entity"), quarantine.c.stage == "aiq", quarantine.c.record_key.in_(_KEYS)
+)
+_CLEAR_PUSH_QUARANTINE = quarantine.delete().where(
+    quarantine.c.entity == sa.bindparam("entity"), quarantine.c.stage.in_(PUSH_STAGES),
+    quarantine.c.record_key.in_(_KEYS),
+)
+_SALE_CUSTOMERS = sa.select(
+    staged_sale_customers.c.customer_id, staged_sale_customers.c.content_hash, staged_sale_customers.c.payload,
+    staged_sale_customers.c.payload_hash, staged_sale_customers.c.payload_issues, staged_sale_customers.c.payload_error,
+).where(staged_sale_customers.c.customer_id.in_(sa.bindparam("ids", expanding=True)))
+
 
 def profile_hash(member: Member) -> str:
     """A persona's payload without the fields that only the override call may change."""
@@ -166,11 +181,9 @@ class Pusher:
         keys = list(keys)
         if not keys:
             return {}
-        query = sa.select(quarantine.c.record_key, quarantine.c.source_hash, quarantine.c.reason).where(
-            quarantine.c.entity == entity, quarantine.c.stage == "aiq", quarantine.c.record_key.in_(keys)
-        )
         with self.store.engine.connect() as conn:
-            return {key: (digest, reason) for key, digest, reason in conn.execute(query)}
+            rows = conn.execute(_REFUSED, {"entity": entity, "keys": keys})
+            return {key: (digest, reason) for key, digest, reason in rows}
 
     def _settle(
         self,
@@ -187,11 +200,7 @@ class Pusher:
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with self.store.engine.begin() as conn:
             self.ledger.acknowledge(conn, entity, acked, self.run_id)
-            conn.execute(
-                quarantine.delete().where(
-                    quarantine.c.entity == entity, quarantine.c.stage.in_(PUSH_STAGES), quarantine.c.record_key.in_(keys)
-                )
-            )
+            conn.execute(_CLEAR_PUSH_QUARANTINE, {"entity": entity, "keys": list(keys)})
             if quarantined:
                 conn.execute(
                     quarantine.insert(),
@@ -343,12 +352,9 @@ class Pusher:
     def _sale_customers(self, customer_ids: Iterable[str]) -> Iterator[tuple[PersonaPayload, _Staged]]:
         """The staged payloads of customers that sales name, in the order given. A customer without one (it could not
         be built, or no extract staged it) comes with the reason, and ``_member_candidates`` quarantines it."""
-        table = staged_sale_customers
-        columns = (table.c.customer_id, table.c.content_hash, table.c.payload, table.c.payload_hash,
-                   table.c.payload_issues, table.c.payload_error)
         for ids in chunked(iter(customer_ids), PUSH_CHUNK):
             with self.store.engine.connect() as conn:
-                rows = {row[0]: row for row in conn.execute(sa.select(*columns).where(table.c.customer_id.in_(ids)))}
+                rows = {row[0]: row for row in conn.execute(_SALE_CUSTOMERS, {"ids": ids})}
             for key in ids:
                 row = rows.get(key)
                 if row is None:
