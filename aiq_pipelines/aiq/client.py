@@ -53,7 +53,8 @@ MAX_IN_FLIGHT = 16
 RESTAMP_AFTER_SECONDS = 0.005
 # While batches are in flight, the interpreter hands over between threads every 0.5 ms instead of every 5 ms: a
 # sender thread waking for its rate-limit slot otherwise waits up to 5 ms for the thread building the next batches,
-# and on a loaded 2-core machine those waits cost about 5% of the sends' throughput (bench, 100k sales).
+# and on a loaded 2-core machine those waits cost about 4% of the sends' throughput (100k sales step, alternating
+# runs: median 23.2 s at 5 ms, 22.3 s at 0.5 ms).
 SENDING_SWITCH_INTERVAL = 0.0005
 
 K = TypeVar("K")

@@ -132,9 +132,9 @@ def aiq_sales(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqRes
     """Sales of each business day with their line items, upserted into AIQ (createUpdateSales).
 
     Each sale's persona reaches AIQ before the sale: customers the ledger lacks are sent first, as pos_transactions
-    staged them, however long ago they were modified. Returns are their own sales with negative quantities; a sale voided before
-    it was sent is never sent, and one voided after is re-sent with a zero total and zero quantities so it stops
-    counting. Only sales whose payload changed since AIQ acknowledged them are sent.
+    staged them, however long ago they were modified. Returns are their own sales with negative quantities; a sale
+    voided before it was sent is never sent, and one voided after is re-sent with a zero total and zero quantities so
+    it stops counting. Only sales whose payload changed since AIQ acknowledged them are sent.
     """
     start, end = _window(context)
     with aiq.open_client() as client:

@@ -224,7 +224,8 @@ def test_a_sale_whose_customer_no_extract_staged_waits_and_says_to_extract_again
     result = sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10", assets=[aiq_sales])
 
     held = {(row["entity"], row["record_key"]): (row["stage"], row["reason"]) for row in quarantined_rows(sync_url)}
-    assert held == {("persona", "C2"): ("payload", CUSTOMER_NOT_STAGED), ("persona", "C3"): ("payload", CUSTOMER_NOT_STAGED),
+    assert held == {("persona", "C2"): ("payload", CUSTOMER_NOT_STAGED),
+                    ("persona", "C3"): ("payload", CUSTOMER_NOT_STAGED),
                     ("transaction", "regular"): ("payload", WAITING_FOR_PERSONA),
                     ("transaction", "old-friend"): ("payload", WAITING_FOR_PERSONA)}
     assert sandbox.state()["sales"] == [] and checks(result)["aiq_sales.delivered"]
