@@ -36,7 +36,7 @@ from aiq_pipelines.pos.source import PosSource, RowGroup, chunked, utc_timestamp
 from aiq_pipelines.sync.engines import create_tables, engine_for
 
 metadata = sa.MetaData()
-CUSTOMER_CHUNK = 500  # customer ids per POS query and per staging lookup
+CUSTOMER_CHUNK = 500  # customer ids per POS query and per upsert into staged_sale_customers
 NOT_IN_POS = "the customer is not in the POS: the personas_by_id query found no row for it"
 
 staged_transactions = sa.Table(
@@ -154,7 +154,7 @@ class PersonaPayload:
 
     @classmethod
     def staged(cls, encoded: bytes | None, digest: str | None, issues: str | None, error: str | None) -> PersonaPayload:
-        """From the columns of ``staged_personas``."""
+        """From the payload columns of ``staged_personas`` or ``staged_sale_customers``."""
         return cls(None if encoded is None else bytes(encoded), digest,
                    frozenset(issues.split(",")) if issues else frozenset(), error)
 
