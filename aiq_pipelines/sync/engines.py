@@ -95,7 +95,8 @@ def create_tables(
 
     A ``rebuildable`` table holds only what the pipeline can produce again (staging): when its columns or indexes
     differ from this version's, it is dropped and created anew rather than failing every query on a missing column
-    (or running without the index a query relies on).
+    (or running without the index a query relies on). Any other table of an older version gets the indexes it lacks
+    (an index changes no data); a new column there would need a migration.
     """
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
@@ -112,4 +113,8 @@ def create_tables(
                 logger.warning(f"{table.name} has an older layout; recreating it (the next extract restages it)")
                 table.drop(conn)
         metadata.create_all(conn, tables=tables)
+        # A table kept from an older version (the quarantine, the ledger) gets the indexes this version added.
+        for table in metadata.sorted_tables if tables is None else tables:
+            for index in table.indexes:
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         conn.commit()

@@ -460,7 +460,7 @@ class Pusher:
             sa.select(table.c.customer_id, table.c.content_hash, table.c.business_date, table.c.payload,
                       table.c.payload_hash, table.c.payload_issues, table.c.payload_error)
             .where(table.c.business_date >= first, table.c.business_date < stop)
-            .order_by(table.c.business_date, table.c.customer_id)  # ix_staged_personas_day_key: no sort
+            .order_by(table.c.business_date, table.c.customer_id)  # ix_staged_personas_day_key_hash: no sort
         )
         with self.store.engine.connect() as conn:
             rows = conn.execution_options(stream_results=True, yield_per=PUSH_CHUNK).execute(query)

@@ -59,8 +59,10 @@ staged_transactions = sa.Table(
     sa.Column("staged_at", sa.DateTime, nullable=False),
     # The push reads a window's sales in this order, so the first batch leaves without the wide rows being sorted
     # first (a sort by transaction_id alone held the first request back by 0.5 s at 100k sales); and it covers "the
-    # customers of a window's sales" (push._personas_missing) without reading the wide rows.
-    sa.Index("ix_staged_transactions_day_key_customer", "business_date", "transaction_id", "customer_id", "is_void"),
+    # customers of a window's sales" (push._personas_missing) and the delivered check (Pusher.undelivered) without
+    # reading the wide rows.
+    sa.Index("ix_staged_transactions_day_key", "business_date", "transaction_id", "customer_id", "is_void",
+             "content_hash"),
 )
 
 staged_personas = sa.Table(
@@ -79,8 +81,9 @@ staged_personas = sa.Table(
     sa.Column("payload_error", sa.Text),
     sa.Column("run_id", sa.String, nullable=False, index=True),
     sa.Column("staged_at", sa.DateTime, nullable=False),
-    # The push reads a window's personas in this order: no sort of the wide rows before the first batch.
-    sa.Index("ix_staged_personas_day_key", "business_date", "customer_id"),
+    # The push reads a window's personas in this order: no sort of the wide rows before the first batch; the delivered
+    # check reads the index alone.
+    sa.Index("ix_staged_personas_day_key_hash", "business_date", "customer_id", "content_hash"),
 )
 
 # The customers the staged sales name, whatever day they were last modified, with their payloads: a sale's persona
@@ -125,6 +128,9 @@ quarantine = sa.Table(
     sa.Column("run_id", sa.String, nullable=False),
     sa.Column("quarantined_at", sa.DateTime, nullable=False),
     sa.Index("quarantine_lookup", "entity", "stage", "business_date"),
+    # The push's lookups by record (refusals, clearing a batch's rows, the delivered check's "not quarantined"): with
+    # only quarantine_lookup, the delivered check of 100k sales took 63 s beside 4,000 quarantined ones (0.3 s with it).
+    sa.Index("quarantine_key", "entity", "record_key", "stage"),
 )
 
 

@@ -16,7 +16,14 @@ from aiq_pipelines.defs.partitions import business_days
 from aiq_pipelines.pos.records import Persona
 from aiq_pipelines.pos.source import QUERIES, PosQueryError, PosSource, load_queries
 from aiq_pipelines.settings import load_settings
-from aiq_pipelines.sync.staging import PersonaPayload, SyncStore, staged_personas, staged_transactions, upsert
+from aiq_pipelines.sync.staging import (
+    PersonaPayload,
+    SyncStore,
+    quarantine,
+    staged_personas,
+    staged_transactions,
+    upsert,
+)
 from aiq_pipelines_tests.pos_factory import PosFactory
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
@@ -187,16 +194,36 @@ def assert_a_staging_table_without_an_index_is_rebuilt(sync_url: str) -> None:
     """Shared with the PostgreSQL tests: a query that relies on an index must not run without it."""
     store = SyncStore(sync_url, "America/Denver")
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("DROP INDEX ix_staged_transactions_day_key_customer")
+        conn.exec_driver_sql("DROP INDEX ix_staged_transactions_day_key")
 
     SyncStore(sync_url, "America/Denver")
 
     indexes = {index["name"] for index in sa.inspect(store.engine).get_indexes("staged_transactions")}
-    assert "ix_staged_transactions_day_key_customer" in indexes
+    assert "ix_staged_transactions_day_key" in indexes
 
 
 def test_a_staging_table_without_an_index_of_this_version_is_rebuilt(sync_url):
     assert_a_staging_table_without_an_index_is_rebuilt(sync_url)
+
+
+def assert_a_kept_table_gets_the_indexes_it_lacks(sync_url: str) -> None:
+    """Shared with the PostgreSQL tests: the quarantine is not rebuilt on upgrade, so its new index is added to it."""
+    store = SyncStore(sync_url, "America/Denver")
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(quarantine).values(entity="transaction", record_key="T1", stage="aiq", reason="why",
+                                                  run_id="r0", quarantined_at=dt.datetime(2026, 6, 1)))
+        conn.exec_driver_sql("DROP INDEX quarantine_key")  # the quarantine as an older version left it
+
+    SyncStore(sync_url, "America/Denver")
+
+    indexes = {index["name"] for index in sa.inspect(store.engine).get_indexes("quarantine")}
+    assert {"quarantine_key", "quarantine_lookup"} <= indexes
+    with store.engine.connect() as conn:
+        assert conn.scalars(sa.select(quarantine.c.record_key)).all() == ["T1"], "its rows are kept"
+
+
+def test_a_kept_table_of_an_older_version_gets_the_indexes_it_lacks(sync_url):
+    assert_a_kept_table_gets_the_indexes_it_lacks(sync_url)
 
 
 def assert_upsert_stores_every_type_and_replaces_by_key(sync_url: str) -> None:
