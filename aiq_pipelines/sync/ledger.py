@@ -13,8 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -39,8 +38,10 @@ aiq_ledger = sa.Table(
 )
 
 
-@dataclass(frozen=True)
-class LedgerEntry:
+class LedgerEntry(NamedTuple):
+    """What AIQ acknowledged for one record (a named tuple: one is built per record pushed, several times faster than a
+    frozen dataclass)."""
+
     record_key: str
     payload_hash: str
     source_hash: str
@@ -84,8 +85,8 @@ class Ledger:
                                                 "keys": keys[start : start + 500]})
 
     def entries(self, entity: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
-        columns = [aiq_ledger.c[name] for name in LedgerEntry.__dataclass_fields__]
-        return {row.record_key: LedgerEntry(**row._mapping) for row in self._rows(entity, keys, *columns)}
+        columns = [aiq_ledger.c[name] for name in LedgerEntry._fields]
+        return {row[0]: LedgerEntry._make(row) for row in self._rows(entity, keys, *columns)}
 
     def known(self, entity: str, keys: Iterable[str]) -> set[str]:
         """Those of ``keys`` AIQ has acknowledged, whatever their payload: a key-only read of ``entries``."""
@@ -97,7 +98,7 @@ class Ledger:
             return
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         rows: list[dict[str, Any]] = [
-            {**entry.__dict__, "account": self.account, "entity": entity, "acked_at": now, "run_id": run_id}
+            {**entry._asdict(), "account": self.account, "entity": entity, "acked_at": now, "run_id": run_id}
             for entry in entries
         ]
         upsert(conn, aiq_ledger, rows)

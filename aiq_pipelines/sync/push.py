@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -98,8 +98,10 @@ class PushReport(QuarantineTally):
         return self.sent + self.unchanged + self.voided_unsent + self.quarantined
 
 
-@dataclass(frozen=True)
-class _Staged:
+# The records a push reads and passes on are named tuples: a frozen dataclass took 2 µs to build against 0.7 µs, and a
+# sale builds four on its way, plus its ledger entry (8% of the 100k sales step's time holding the interpreter on the
+# thread that feeds the senders went to building them).
+class _Staged(NamedTuple):
     """A staged record on its way to AIQ, with what the ledger needs to remember it."""
 
     key: str
@@ -108,7 +110,7 @@ class _Staged:
     entry: LedgerEntry | None = None
     payload_hash: str = ""  # set once the payload is built, so it is hashed once
 
-    # Plain constructor calls: dataclasses.replace costs several times more, once or twice per record pushed.
+    # Plain constructor calls: _replace costs several times more, once or twice per record pushed.
     def with_entry(self, entry: LedgerEntry | None) -> _Staged:
         return _Staged(self.key, self.source_hash, self.business_date, entry, self.payload_hash)
 
@@ -116,8 +118,7 @@ class _Staged:
         return _Staged(self.key, self.source_hash, self.business_date, self.entry, digest)
 
 
-@dataclass(frozen=True)
-class _StagedSale:
+class _StagedSale(NamedTuple):
     """What a push needs of a staged receipt: its payload was built at extract (``staged_transactions.payload``)."""
 
     customer_id: str | None

@@ -262,6 +262,32 @@ def test_upsert_stores_every_type_and_replaces_by_key(sync_url):
     assert_upsert_stores_every_type_and_replaces_by_key(sync_url)
 
 
+def test_upsert_writes_sqlite_dates_and_times_as_sqlalchemy_does(tmp_path):
+    """The upsert's own date and time conversion on SQLite (isoformat) stores the very text SQLAlchemy's would, for
+    every kind of value a DateTime or Date column may be handed, so reads and comparisons in SQL are unchanged."""
+    store = SyncStore(f"sqlite:///{tmp_path / 'sync.db'}", "America/Denver")
+    moments = [dt.datetime(2026, 6, 9, 14, 0, 5, 120000), dt.datetime(2026, 6, 9, 14, 0, 5),
+               dt.datetime(999, 1, 2, 3, 4, 5, 6), dt.datetime(2026, 6, 9, 14, 0, 5, 7, tzinfo=DENVER), dt.date(2026, 6, 9)]
+    days = [dt.date(2026, 6, 9), dt.date(999, 1, 2), dt.date(2026, 6, 9), dt.date(2026, 6, 9), dt.date(2026, 6, 9)]
+    rows = [{"transaction_id": f"T{n}", "business_date": day, "transaction_at": moment, "customer_id": None,
+             "is_void": False, "last_modified_at": moment, "record": "{}", "content_hash": "c" * 64, "payload": None,
+             "payload_hash": None, "payload_error": "why", "run_id": "r1", "staged_at": moment}
+            for n, (moment, day) in enumerate(zip(moments, days, strict=True))]
+    with store.engine.begin() as conn:
+        upsert(conn, staged_transactions, rows)
+    sqlite_types = store.engine.dialect
+    as_datetime = sa.DateTime().dialect_impl(sqlite_types).bind_processor(sqlite_types)
+    as_date = sa.Date().dialect_impl(sqlite_types).bind_processor(sqlite_types)
+
+    stored = sqlite3.connect(tmp_path / "sync.db").execute(
+        "SELECT business_date, transaction_at, last_modified_at, staged_at FROM staged_transactions ORDER BY rowid"
+    ).fetchall()
+
+    assert stored == [(as_date(day), as_datetime(moment), as_datetime(moment), as_datetime(moment))
+                      for moment, day in zip(moments, days, strict=True)]
+    assert stored[0][:2] == ("2026-06-09", "2026-06-09 14:00:05.120000")
+
+
 def test_extract_reads_its_window_in_chunks(pos, sync_url):
     for n in range(230):
         pos.add_sale(f"T{n:04d}", local(2026, 6, 10, 8) + dt.timedelta(minutes=n), [("P1", "1", "45.00"), ("P2", "2", "18.00")])
