@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import gc
 import hashlib
 import logging
 from collections import Counter
@@ -38,6 +37,7 @@ from aiq_pipelines.aiq.client import (
 from aiq_pipelines.aiq.payloads import EncodedPayload, Member, payload_hash
 from aiq_pipelines.pos.records import InventoryItem
 from aiq_pipelines.pos.source import chunked
+from aiq_pipelines.sync.collector import old_objects_frozen
 from aiq_pipelines.sync.lease import push_lease
 from aiq_pipelines.sync.ledger import Ledger, LedgerEntry, aiq_ledger
 from aiq_pipelines.sync.progress import Progress
@@ -217,7 +217,7 @@ class Pusher:
     def _pushing(self) -> Iterator[None]:
         """While a push runs: the account's push lease (pushers working at once would each send what the other has
         not acknowledged), and the objects that already exist kept out of the garbage collector's full passes."""
-        with push_lease(self.store.engine, self.ledger.account, self.run_id, self.log), _old_objects_frozen():
+        with push_lease(self.store.engine, self.ledger.account, self.run_id, self.log), old_objects_frozen():
             yield
 
     def _diff(self, entity: str, chunk: Sequence[tuple[Any, _Staged]], report: PushReport) -> _ChunkDiff:
@@ -550,25 +550,6 @@ class Pusher:
         if self._meter is not None and self._meter[0] == report.entity:
             self._meter[1].update(report.accounted, f"{report.sent:,} sent, {report.unchanged:,} unchanged, "
                                                     f"{report.quarantined:,} quarantined")
-
-
-@contextlib.contextmanager
-def _old_objects_frozen() -> Iterator[None]:
-    """Keep the objects that exist on entry (Dagster's, SQLAlchemy's, pydantic's: hundreds of thousands) out of the
-    garbage collector's full passes until exit; young objects are collected as usual.
-
-    A full pass over them stopped every thread, the senders included, for about 0.15 s, three times in the 100k sales
-    step (0.45 s; 0.03 s frozen). Nothing is frozen or unfrozen when something else in the process froze objects
-    already (gc.freeze()).
-    """
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def _refusal(message: str) -> str:

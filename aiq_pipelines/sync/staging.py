@@ -34,6 +34,7 @@ from aiq_pipelines.pos.records import (
     build_transaction,
 )
 from aiq_pipelines.pos.source import PosSource, RowGroup, chunked, utc_timestamp
+from aiq_pipelines.sync.collector import old_objects_frozen
 from aiq_pipelines.sync.engines import create_tables, engine_for
 
 metadata = sa.MetaData()
@@ -409,10 +410,13 @@ class SyncStore:
         on_chunk: Callable[[StageReport], None] | None,
         finish: Callable[[sa.Connection, StageReport], None] | None = None,
     ) -> StageReport:
-        """Replace the window's staged rows in one transaction; ``finish`` runs in it once every row is written."""
+        """Replace the window's staged rows in one transaction; ``finish`` runs in it once every row is written.
+
+        The objects that exist before sit out the garbage collector's full passes meanwhile (``old_objects_frozen``).
+        """
         report = StageReport(entity=entity, window_start=start, window_end=end)
         first_day, end_day = self._window_dates(start, end)
-        with self.engine.begin() as conn:
+        with old_objects_frozen(), self.engine.begin() as conn:
             if raw_moment_column is None:
                 conn.execute(table.delete())
                 conn.execute(quarantine.delete().where(quarantine.c.entity == entity, quarantine.c.stage == "extract"))
