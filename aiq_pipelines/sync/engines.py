@@ -7,8 +7,9 @@ import hashlib
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -118,3 +119,47 @@ def create_tables(
             for index in table.indexes:
                 conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
         conn.commit()
+
+
+class _Slot(NamedTuple):
+    """Where a value goes in a statement rendered by ``_rendered``: parameter ``name``, element ``index`` of a list."""
+
+    name: str
+    index: int | None
+
+
+@functools.lru_cache(maxsize=512)
+def _rendered(
+    statement: sa.Executable, dialect: sa.Dialect, shape: tuple[tuple[str, int | None], ...]
+) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+    """``statement`` as driver SQL with each list parameter expanded to its length in ``shape``, and where every
+    driver parameter's value comes from (a ``_Slot``, or a constant of the statement)."""
+    compiled = statement.compile(dialect=dialect)
+    slots = {name: _Slot(name, None) if length is None else [_Slot(name, i) for i in range(length)]
+             for name, length in shape}
+    state = compiled.construct_expanded_state(slots)
+    return state.statement, tuple(state.positiontup) if state.positiontup is not None else None, dict(state.parameters)
+
+
+def execute_with_lists(conn: sa.Connection, statement: sa.Executable, parameters: Mapping[str, Any]) -> sa.CursorResult:
+    """``conn.execute(statement, parameters)`` for a statement whose list parameters are ``expanding`` bind parameters,
+    the SQL for each combination of list lengths rendered once and run on the driver.
+
+    SQLAlchemy renders the expanded SQL at every execution: about 0.2 ms for 100 keys, once or more per batch a push
+    sends (13% of the time the 100k sales push held the interpreter on the thread that feeds the senders). Values and
+    rows pass as the driver takes and returns them, without SQLAlchemy's type conversions: use it for text and
+    numbers.
+    """
+    shape = tuple((name, len(value) if isinstance(value, (list, tuple)) else None)
+                  for name, value in parameters.items())
+    sql, order, sources = _rendered(statement, conn.dialect, shape)
+
+    def value(source: Any) -> Any:
+        if not isinstance(source, _Slot):
+            return source  # a constant of the statement, such as a literal compared with
+        given = parameters[source.name]
+        return given if source.index is None else given[source.index]
+
+    if order is not None:
+        return conn.exec_driver_sql(sql, tuple(value(sources[name]) for name in order))
+    return conn.exec_driver_sql(sql, {name: value(source) for name, source in sources.items()})

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from aiq_pipelines.sync.engines import create_tables
+from aiq_pipelines.sync.engines import create_tables, execute_with_lists
 from aiq_pipelines.sync.staging import metadata, upsert
 
 aiq_ledger = sa.Table(
@@ -81,8 +81,8 @@ class Ledger:
         query = _rows_query(tuple(column.name for column in columns))
         with self.engine.connect() as conn:
             for start in range(0, len(keys), 500):
-                yield from conn.execute(query, {"account": self.account, "entity": entity,
-                                                "keys": keys[start : start + 500]})
+                yield from execute_with_lists(conn, query, {"account": self.account, "entity": entity,
+                                                            "keys": keys[start : start + 500]})
 
     def entries(self, entity: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
         columns = [aiq_ledger.c[name] for name in LedgerEntry._fields]

@@ -38,6 +38,7 @@ from aiq_pipelines.aiq.payloads import EncodedPayload, Member, payload_hash
 from aiq_pipelines.pos.records import InventoryItem
 from aiq_pipelines.pos.source import chunked
 from aiq_pipelines.sync.collector import old_objects_frozen
+from aiq_pipelines.sync.engines import execute_with_lists
 from aiq_pipelines.sync.lease import push_lease
 from aiq_pipelines.sync.ledger import Ledger, LedgerEntry, aiq_ledger
 from aiq_pipelines.sync.progress import Progress
@@ -60,7 +61,8 @@ CUSTOMER_NOT_STAGED = "payload missing: the customer is not staged; re-run the d
 logger = logging.getLogger(__name__)
 
 # Statements run once per batch or chunk, built once with their key lists as expanding parameters: building a
-# statement and its cache key each time cost about as much as running it (SQLite, 100 keys).
+# statement and its cache key each time cost about as much as running it (SQLite, 100 keys). They run through
+# execute_with_lists, which renders each length of key list once.
 _KEYS = sa.bindparam("keys", expanding=True)
 _REFUSED = sa.select(quarantine.c.record_key, quarantine.c.source_hash, quarantine.c.reason).where(
     quarantine.c.entity == sa.bindparam("entity"), quarantine.c.stage == "aiq", quarantine.c.record_key.in_(_KEYS)
@@ -183,7 +185,7 @@ class Pusher:
         if not keys:
             return {}
         with self.store.engine.connect() as conn:
-            rows = conn.execute(_REFUSED, {"entity": entity, "keys": keys})
+            rows = execute_with_lists(conn, _REFUSED, {"entity": entity, "keys": keys})
             return {key: (digest, reason) for key, digest, reason in rows}
 
     def _settle(
@@ -201,7 +203,7 @@ class Pusher:
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with self.store.engine.begin() as conn:
             self.ledger.acknowledge(conn, entity, acked, self.run_id)
-            conn.execute(_CLEAR_PUSH_QUARANTINE, {"entity": entity, "keys": list(keys)})
+            execute_with_lists(conn, _CLEAR_PUSH_QUARANTINE, {"entity": entity, "keys": list(keys)})
             if quarantined:
                 conn.execute(
                     quarantine.insert(),
@@ -355,7 +357,7 @@ class Pusher:
         be built, or no extract staged it) comes with the reason, and ``_member_candidates`` quarantines it."""
         for ids in chunked(iter(customer_ids), PUSH_CHUNK):
             with self.store.engine.connect() as conn:
-                rows = {row[0]: row for row in conn.execute(_SALE_CUSTOMERS, {"ids": ids})}
+                rows = {row[0]: row for row in execute_with_lists(conn, _SALE_CUSTOMERS, {"ids": ids})}
             for key in ids:
                 row = rows.get(key)
                 if row is None:

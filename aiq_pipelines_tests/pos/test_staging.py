@@ -16,6 +16,8 @@ from aiq_pipelines.defs.partitions import business_days
 from aiq_pipelines.pos.records import Persona
 from aiq_pipelines.pos.source import QUERIES, PosQueryError, PosSource, load_queries
 from aiq_pipelines.settings import load_settings
+from aiq_pipelines.sync import engines, push
+from aiq_pipelines.sync.engines import execute_with_lists
 from aiq_pipelines.sync.staging import (
     PersonaPayload,
     SyncStore,
@@ -224,6 +226,35 @@ def assert_a_kept_table_gets_the_indexes_it_lacks(sync_url: str) -> None:
 
 def test_a_kept_table_of_an_older_version_gets_the_indexes_it_lacks(sync_url):
     assert_a_kept_table_gets_the_indexes_it_lacks(sync_url)
+
+
+def assert_statements_with_key_lists_run_as_sqlalchemy_runs_them(sync_url: str) -> None:
+    """Shared with the PostgreSQL tests: ``execute_with_lists`` returns and changes what ``conn.execute`` would, for
+    every length of key list (none included), and renders each length once."""
+    store = SyncStore(sync_url, "America/Denver")
+    rows = [{"entity": "transaction", "record_key": f"K{n}", "stage": stage, "reason": f"why {n}",
+             "source_hash": f"h{n}", "run_id": "r0", "quarantined_at": dt.datetime(2026, 6, 1)}
+            for n in range(10) for stage in ("aiq", "payload", "extract")]
+    refused = push._REFUSED
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(quarantine), rows)
+        for keys in ([], ["K1"], ["K2", "K3", "nobody"], [f"K{n}" for n in range(10)], ["K4", "K5", "K6"]):
+            parameters = {"entity": "transaction", "keys": keys}
+            expected = sorted(tuple(row) for row in conn.execute(refused, parameters))
+            assert sorted(tuple(row) for row in execute_with_lists(conn, refused, parameters)) == expected, keys
+            assert len(expected) == len({k for k in keys if k != "nobody"})
+        rendered = engines._rendered.cache_info().currsize
+        execute_with_lists(conn, refused, {"entity": "transaction", "keys": ["K7", "K8", "K9"]})
+        assert engines._rendered.cache_info().currsize == rendered, "a length seen before is not rendered again"
+
+        execute_with_lists(conn, push._CLEAR_PUSH_QUARANTINE, {"entity": "transaction", "keys": ["K1", "K2"]})
+        left = conn.execute(sa.select(quarantine.c.record_key, quarantine.c.stage)
+                            .where(quarantine.c.record_key.in_(["K1", "K2", "K3"]))).all()
+    assert sorted(left) == [("K1", "extract"), ("K2", "extract"), ("K3", "aiq"), ("K3", "extract"), ("K3", "payload")]
+
+
+def test_statements_with_key_lists_run_as_sqlalchemy_runs_them(sync_url):
+    assert_statements_with_key_lists_run_as_sqlalchemy_runs_them(sync_url)
 
 
 def assert_upsert_stores_every_type_and_replaces_by_key(sync_url: str) -> None:

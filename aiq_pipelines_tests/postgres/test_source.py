@@ -21,6 +21,7 @@ from aiq_pipelines_tests.pos.test_staging import (
     assert_a_kept_table_gets_the_indexes_it_lacks,
     assert_a_staging_table_without_an_index_is_rebuilt,
     assert_an_older_staging_layout_is_rebuilt,
+    assert_statements_with_key_lists_run_as_sqlalchemy_runs_them,
     assert_upsert_stores_every_type_and_replaces_by_key,
     local,
     staged_ids,
@@ -142,6 +143,10 @@ def test_a_staging_table_without_an_index_of_this_version_is_rebuilt(sync_url):
 
 def test_a_kept_table_of_an_older_version_gets_the_indexes_it_lacks(sync_url):
     assert_a_kept_table_gets_the_indexes_it_lacks(sync_url)
+
+
+def test_statements_with_key_lists_run_as_sqlalchemy_runs_them(sync_url):
+    assert_statements_with_key_lists_run_as_sqlalchemy_runs_them(sync_url)
 
 
 def test_personas_are_those_modified_in_the_window(pos, sync_url):
