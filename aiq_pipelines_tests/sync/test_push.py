@@ -253,9 +253,8 @@ def test_a_second_run_sends_nothing(shop, sync_url, sandbox):
     assert all(checks(again).values())
 
 
-def test_the_push_streams_staged_sales_and_personas_without_sorting_them_first(shop, sync_url, sandbox):
-    # A sort of the wide staged rows (payloads included) must finish before the first row comes back: at 100k sales
-    # that held the first request back by half a second. The push reads them in an index's order instead.
+def statements_of_a_sync(shop, sync_url: str, sandbox) -> tuple[sa.Engine, list[tuple[str, object]]]:
+    """The sync database's engine and every statement (with its parameters) a sync of three days ran on it."""
     statements: list[tuple[str, object]] = []
     engine = SyncDatabase(url=sync_url, timezone="America/Denver").store().engine
     record = lambda conn, cursor, statement, parameters, context, many: statements.append((statement, parameters))  # noqa: E731
@@ -264,6 +263,18 @@ def test_the_push_streams_staged_sales_and_personas_without_sorting_them_first(s
         assert sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11").success
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
+    return engine, statements
+
+
+def query_plan(conn: sa.Connection, statement: str, parameters: object) -> str:
+    """SQLite's plan for a statement, its steps joined with " | "."""
+    return " | ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+
+
+def test_the_push_streams_staged_sales_and_personas_without_sorting_them_first(shop, sync_url, sandbox):
+    # A sort of the wide staged rows (payloads included) must finish before the first row comes back: at 100k sales
+    # that held the first request back by half a second. The push reads them in an index's order instead.
+    engine, statements = statements_of_a_sync(shop, sync_url, sandbox)
 
     streams = [(statement, parameters) for statement, parameters in statements
                if "payload_hash" in statement and statement.lstrip().upper().startswith("SELECT")]
@@ -272,7 +283,7 @@ def test_the_push_streams_staged_sales_and_personas_without_sorting_them_first(s
     assert read_tables == {"staged_transactions", "staged_personas"}
     with engine.connect() as conn:
         for statement, parameters in streams:
-            plan = " | ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+            plan = query_plan(conn, statement, parameters)
             assert "TEMP B-TREE" not in plan, f"{plan}\n{statement}"
 
 
@@ -280,14 +291,7 @@ def test_the_delivered_check_and_the_push_find_quarantined_records_by_key(shop, 
     # With only the (entity, stage, business_date) index, every staged sale scanned every quarantined one: the
     # delivered check of 100k sales took 63 s beside 4,000 quarantined sales. And the check reads the staged records'
     # keys and hashes from an index, not the wide rows with their payloads.
-    statements: list[tuple[str, object]] = []
-    engine = SyncDatabase(url=sync_url, timezone="America/Denver").store().engine
-    record = lambda conn, cursor, statement, parameters, context, many: statements.append((statement, parameters))  # noqa: E731
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        assert sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11").success
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
+    engine, statements = statements_of_a_sync(shop, sync_url, sandbox)
 
     by_key = [(statement, parameters) for statement, parameters in statements
               if "quarantine.record_key" in statement and "FROM quarantine" in statement]
@@ -296,7 +300,7 @@ def test_the_delivered_check_and_the_push_find_quarantined_records_by_key(shop, 
     assert kinds == {"SELECT count", "DELETE", "SELECT quarantine.record_key"}, "the delivered check, clear, refusals"
     with engine.connect() as conn:
         for statement, parameters in by_key:
-            plan = " | ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+            plan = query_plan(conn, statement, parameters)
             assert "quarantine USING INDEX quarantine_key (entity=? AND record_key=?" in plan, f"{plan}\n{statement}"
             if statement.lstrip().startswith("SELECT count"):
                 assert "staged_transactions USING COVERING INDEX" in plan or \
