@@ -114,10 +114,15 @@ def create_tables(
                 logger.warning(f"{table.name} has an older layout; recreating it (the next extract restages it)")
                 table.drop(conn)
         metadata.create_all(conn, tables=tables)
-        # A table kept from an older version (the quarantine, the ledger) gets the indexes this version added.
+        # A table kept from an older version (the quarantine, the ledger) gets the indexes this version added. Only
+        # missing ones are created: on PostgreSQL even CREATE INDEX IF NOT EXISTS first locks the table against
+        # writes, which would make every process that opens the database wait for a running extract to commit.
+        inspector = sa.inspect(conn)  # a fresh one: the first cached what existed before create_all
         for table in metadata.sorted_tables if tables is None else tables:
+            existing = {index["name"] for index in inspector.get_indexes(table.name)}
             for index in table.indexes:
-                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+                if index.name not in existing:
+                    conn.execute(sa.schema.CreateIndex(index))
         conn.commit()
 
 

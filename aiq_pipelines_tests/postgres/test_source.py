@@ -2,6 +2,7 @@
 
 import contextlib
 import datetime as dt
+import threading
 import zoneinfo
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -15,7 +16,7 @@ from aiq_pipelines.pos import demo
 from aiq_pipelines.pos.records import InventoryItem, Persona, Transaction
 from aiq_pipelines.pos.source import PosQueryError, PosSource
 from aiq_pipelines.sync.engines import engine_for
-from aiq_pipelines.sync.staging import SyncStore, staged_inventory, staged_personas, staged_transactions
+from aiq_pipelines.sync.staging import SyncStore, quarantine, staged_inventory, staged_personas, staged_transactions
 from aiq_pipelines_tests.conftest import DEMO_OPTIONS
 from aiq_pipelines_tests.pos.test_staging import (
     assert_a_kept_table_gets_the_indexes_it_lacks,
@@ -143,6 +144,23 @@ def test_a_staging_table_without_an_index_of_this_version_is_rebuilt(sync_url):
 
 def test_a_kept_table_of_an_older_version_gets_the_indexes_it_lacks(sync_url):
     assert_a_kept_table_gets_the_indexes_it_lacks(sync_url)
+
+
+def test_opening_the_sync_database_does_not_wait_for_a_write_in_progress(sync_url):
+    # On PostgreSQL even CREATE INDEX IF NOT EXISTS locks its table against writes first: issued at every start, it made
+    # a run, a sensor tick or the UI's check wait for a running extract's transaction to commit.
+    store = SyncStore(sync_url, "America/Denver")
+    opened = threading.Event()
+    with store.engine.connect() as extract:
+        extract.execute(sa.insert(quarantine).values(entity="transaction", record_key="T1", stage="extract",
+                                                     reason="why", run_id="r0", quarantined_at=dt.datetime(2026, 6, 1)))
+        opener = threading.Thread(target=lambda: (SyncStore(sync_url, "America/Denver"), opened.set()))
+        opener.start()
+        try:
+            assert opened.wait(timeout=30), "opening the sync database waited for the uncommitted write"
+        finally:
+            extract.rollback()  # lets a blocked opener finish either way
+            opener.join()
 
 
 def test_statements_with_key_lists_run_as_sqlalchemy_runs_them(sync_url):
