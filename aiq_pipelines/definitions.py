@@ -3,7 +3,7 @@
 import dagster as dg
 
 from aiq_pipelines.aiq.resource import AiqResource
-from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_personas, aiq_sales
+from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
 from aiq_pipelines.defs.automation import (
     daily_sync,
     inventory_sync,
@@ -18,7 +18,7 @@ from aiq_pipelines.settings import get_settings
 settings = get_settings()
 
 defs = dg.Definitions(
-    assets=[pos_transactions, pos_personas, pos_inventory, aiq_personas, aiq_sales, aiq_inventory],
+    assets=[pos_transactions, pos_personas, pos_inventory, aiq_push, aiq_inventory],
     jobs=[daily_sync, inventory_sync],
     schedules=[inventory_sync_schedule, nightly_reconciliation],
     sensors=[pos_change_sensor],

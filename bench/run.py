@@ -196,7 +196,7 @@ class Rep:
     @property
     def push_wall(self) -> float:
         steps = self.sync.output["steps"]
-        return steps.get("aiq_personas", 0.0) + steps.get("aiq_sales", 0.0)
+        return steps.get("aiq_push", 0.0)
 
     @property
     def bytes_sent(self) -> int:

@@ -25,7 +25,7 @@ def main(pos_url: str, sync_url: str, first: str, last: str) -> None:
     import dagster as dg
 
     from aiq_pipelines.aiq.resource import AiqResource
-    from aiq_pipelines.defs.aiq_assets import aiq_personas, aiq_sales
+    from aiq_pipelines.defs.aiq_assets import aiq_push
     from aiq_pipelines.defs.pos_assets import pos_personas, pos_transactions
     from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 
@@ -42,7 +42,7 @@ def main(pos_url: str, sync_url: str, first: str, last: str) -> None:
     if profiler:
         profiler.enable()
     result = dg.materialize(
-        [pos_transactions, pos_personas, aiq_personas, aiq_sales], resources=resources, instance=instance, tags=tags,
+        [pos_transactions, pos_personas, aiq_push], resources=resources, instance=instance, tags=tags,
         raise_on_error=False,
     )
     if profiler:
@@ -60,10 +60,11 @@ def main(pos_url: str, sync_url: str, first: str, last: str) -> None:
         elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
             steps[entry.step_key] = entry.timestamp - started.get(entry.step_key, entry.timestamp)
     metadata = {}
-    for asset in ("aiq_personas", "aiq_sales", "pos_transactions", "pos_personas"):
-        events = result.asset_materializations_for_node(asset)
-        if events:
-            metadata[asset] = {k: v.value for k, v in events[0].metadata.items() if isinstance(v.value, int | float)}
+    for event in result.get_asset_materialization_events():
+        asset = event.asset_key.to_user_string()
+        if asset not in metadata:  # the first of the asset's per-partition materializations: they carry the same
+            metadata[asset] = {k: v.value for k, v in event.materialization.metadata.items()
+                               if isinstance(v.value, int | float)}
     print(json.dumps({"success": result.success, "work_cpu": cpu, "work_wall": wall, "steps": steps,
                       "metadata": metadata}))
 

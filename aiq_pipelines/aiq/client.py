@@ -130,6 +130,10 @@ class ClientStats:
     bytes_sent: int = 0
     refused: int = 0
 
+    def since(self, earlier: ClientStats) -> ClientStats:
+        """The counts between ``earlier``, a snapshot of the same client, and this one."""
+        return ClientStats(*(getattr(self, f.name) - getattr(earlier, f.name) for f in dataclasses.fields(self)))
+
 
 class _Retryable(Exception):
     """An attempt that may succeed later; ``retry_after`` is AIQ's requested wait in seconds, if it sent one."""

@@ -1,10 +1,12 @@
 """Push assets (group ``aiq``): send what changed in the staged POS records to AIQ, and prove it arrived."""
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
+from aiq_pipelines.aiq.client import ClientStats
 from aiq_pipelines.aiq.resource import AiqResource
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
@@ -34,8 +36,8 @@ def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
 
 
 def _push_result(
-    aiq: AiqResource, pusher: Pusher, report: PushReport, stats, quarantine_before: int, undelivered: int,
-    extra: dict[str, Any] | None = None,
+    aiq: AiqResource, pusher: Pusher, report: PushReport, stats: ClientStats, quarantine_before: int,
+    undelivered: int, extra: dict[str, Any] | None = None, *, asset_key: dg.AssetKey | None = None,
 ) -> dg.MaterializeResult:
     quarantine_after = pusher.quarantine_count(report.entity)
     balanced = report.accounted == report.staged
@@ -56,6 +58,7 @@ def _push_result(
     }
     checks = [
         dg.AssetCheckResult(
+            asset_key=asset_key,
             check_name=CHECK_DELIVERED,
             passed=delivered,
             metadata={"staged": report.staged, "sent": report.sent, "unchanged": report.unchanged,
@@ -68,6 +71,7 @@ def _push_result(
             ),
         ),
         dg.AssetCheckResult(
+            asset_key=asset_key,
             check_name=CHECK_QUARANTINE_GROWTH,
             passed=quarantine_after <= quarantine_before,
             severity=dg.AssetCheckSeverity.WARN,
@@ -78,7 +82,12 @@ def _push_result(
             ),
         ),
     ]
-    return dg.MaterializeResult(metadata=metadata, check_results=checks)
+    return dg.MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=checks)
+
+
+def _delivered(result: dg.MaterializeResult) -> bool:
+    """Whether the push's blocking ``delivered`` check passed."""
+    return all(c.passed for c in result.check_results or () if c.check_name == CHECK_DELIVERED)
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime]:
@@ -86,65 +95,82 @@ def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime
     return window.start, window.end
 
 
-@dg.asset(
-    group_name="aiq",
-    kinds={"api", "python"},
+AIQ_PERSONAS = dg.AssetKey("aiq_personas")
+AIQ_SALES = dg.AssetKey("aiq_sales")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            AIQ_PERSONAS,
+            group_name="aiq",
+            kinds={"api", "python"},
+            # pos_transactions too: the customers of the window's sales, staged by it, go out with the personas.
+            deps=[pos_personas, pos_transactions],
+            freshness_policy=SALES_FRESHNESS,
+            description=(
+                "Personas created or modified on each business day, upserted into AIQ (createUpdateMembers).\n\n"
+                "Only personas whose payload changed since AIQ last acknowledged them are sent. A changed phone or "
+                "email of a persona AIQ already has goes through AIQ's override call on its contactID, as AIQ's guide "
+                "asks. Invalid and placeholder phones and invalid emails are left out (and counted), never sent. The "
+                "customers of the day's sales that AIQ lacks, however long ago they were modified, are sent in the "
+                "same batches as pos_transactions staged them, so each sale finds its persona in AIQ."
+            ),
+        ),
+        dg.AssetSpec(
+            AIQ_SALES,
+            group_name="aiq",
+            kinds={"api", "python"},
+            deps=[pos_transactions, AIQ_PERSONAS],
+            freshness_policy=SALES_FRESHNESS,
+            skippable=True,  # not yielded when a persona is not delivered: the step then fails on the blocking check
+            description=(
+                "Sales of each business day with their line items, upserted into AIQ (createUpdateSales).\n\n"
+                "Each sale's persona reaches AIQ before the sale: customers the ledger lacks are sent first, as "
+                "pos_transactions staged them, however long ago they were modified. Returns are their own sales with "
+                "negative quantities; a sale voided before it was sent is never sent, and one voided after is re-sent "
+                "with a zero total and zero quantities so it stops counting. Only sales whose payload changed since "
+                "AIQ acknowledged them are sent."
+            ),
+        ),
+    ],
+    check_specs=_check_specs("aiq_personas") + _check_specs("aiq_sales"),
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=AIQ_POOL,
-    # pos_transactions too: the customers of the window's sales, staged by it, go out with the personas.
-    deps=[pos_personas, pos_transactions],
-    freshness_policy=SALES_FRESHNESS,
-    check_specs=_check_specs("aiq_personas"),
+    can_subset=True,
 )
-def aiq_personas(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> dg.MaterializeResult:
-    """Personas created or modified on each business day, upserted into AIQ (createUpdateMembers).
+def aiq_push(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> Iterator[dg.MaterializeResult]:
+    """Push the window's personas, then its sales, in one step: the sales go out the moment their personas are in.
 
-    Only personas whose payload changed since AIQ last acknowledged them are sent. A changed phone or email of a
-    persona AIQ already has goes through AIQ's override call on its contactID, as AIQ's guide asks. Invalid and
-    placeholder phones and invalid emails are left out (and counted), never sent. The customers of the day's sales
-    that AIQ lacks, however long ago they were modified, are sent in the same batches as pos_transactions staged
-    them, so each sale finds its persona in AIQ.
+    Either asset can be materialized alone. When both are selected and a persona is not delivered (``aiq_personas``'s
+    blocking ``delivered`` check fails), no sale is pushed and the step fails, as a separate downstream step would not
+    have run.
     """
     start, end = _window(context)
+    selected = context.selected_asset_keys
     with aiq.open_client() as client:
         pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
-        before = pusher.quarantine_count("persona")
-        report, for_sales = pusher.push_personas(start, end)
-        stats = client.stats
-    extra = {"overrides": report.overrides, "personas_for_sales_sent": for_sales.sent,
-             "personas_for_sales_quarantined": for_sales.quarantined,
-             **{f"left_out_{k}": v for k, v in sorted(report.member_issues.items())}}
-    return _push_result(aiq, pusher, report, stats, before, pusher.undelivered("persona", start, end), extra)
-
-
-@dg.asset(
-    group_name="aiq",
-    kinds={"api", "python"},
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=AIQ_POOL,
-    deps=[pos_transactions, aiq_personas],
-    freshness_policy=SALES_FRESHNESS,
-    check_specs=_check_specs("aiq_sales"),
-)
-def aiq_sales(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> dg.MaterializeResult:
-    """Sales of each business day with their line items, upserted into AIQ (createUpdateSales).
-
-    Each sale's persona reaches AIQ before the sale: customers the ledger lacks are sent first, as pos_transactions
-    staged them, however long ago they were modified. Returns are their own sales with negative quantities; a sale
-    voided before it was sent is never sent, and one voided after is re-sent with a zero total and zero quantities so
-    it stops counting. Only sales whose payload changed since AIQ acknowledged them are sent.
-    """
-    start, end = _window(context)
-    with aiq.open_client() as client:
-        pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
-        before = pusher.quarantine_count("transaction")
-        report, personas = pusher.push_sales(start, end)
-        stats = client.stats
-    extra = {"voided_unsent": report.voided_unsent, "personas_sent_first": personas.sent,
-             "personas_quarantined": personas.quarantined}
-    return _push_result(aiq, pusher, report, stats, before, pusher.undelivered("transaction", start, end), extra)
+        personas_pushed = False
+        if AIQ_PERSONAS in selected:
+            before, stats = pusher.quarantine_count("persona"), client.stats
+            report, for_sales = pusher.push_personas(start, end)
+            extra = {"overrides": report.overrides, "personas_for_sales_sent": for_sales.sent,
+                     "personas_for_sales_quarantined": for_sales.quarantined,
+                     **{f"left_out_{k}": v for k, v in sorted(report.member_issues.items())}}
+            result = _push_result(aiq, pusher, report, client.stats.since(stats), before,
+                                  pusher.undelivered("persona", start, end), extra, asset_key=AIQ_PERSONAS)
+            yield result
+            if not _delivered(result):
+                return  # Dagster fails the step on the blocking check: the sales wait for their personas
+            personas_pushed = True
+        if AIQ_SALES in selected:
+            before, stats = pusher.quarantine_count("transaction"), client.stats
+            report, personas = pusher.push_sales(start, end, personas_pushed=personas_pushed)
+            extra = {"voided_unsent": report.voided_unsent, "personas_sent_first": personas.sent,
+                     "personas_quarantined": personas.quarantined}
+            yield _push_result(aiq, pusher, report, client.stats.since(stats), before,
+                               pusher.undelivered("transaction", start, end), extra, asset_key=AIQ_SALES)
 
 
 @dg.asset(

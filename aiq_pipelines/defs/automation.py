@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_personas, aiq_sales
+from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase
@@ -38,7 +38,7 @@ _JUST_AFTER = dt.timedelta(microseconds=1)
 # process per step would cost more CPU than the steps themselves. Pools still hold across runs.
 daily_sync = dg.define_asset_job(
     "daily_sync",
-    selection=[pos_transactions, pos_personas, aiq_personas, aiq_sales],
+    selection=[pos_transactions, pos_personas, aiq_push],
     executor_def=dg.in_process_executor,
     description=(
         "Extract business days from the POS and push what changed to AIQ: personas first, then sales. "

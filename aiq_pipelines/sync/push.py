@@ -396,21 +396,25 @@ class Pusher:
                     yield staged.with_payload_hash(sale.payload_hash), sale.payload
             self._write_back(diff)
 
-    def push_sales(self, start: dt.datetime, end: dt.datetime) -> tuple[PushReport, PushReport]:
+    def push_sales(
+        self, start: dt.datetime, end: dt.datetime, *, personas_pushed: bool = False
+    ) -> tuple[PushReport, PushReport]:
         """Send the sales staged for [start, end) that AIQ doesn't have as they are; personas they need go first.
 
-        Returns the sales report and the report of personas sent on the sales' behalf.
+        ``personas_pushed`` says ``push_personas`` just ran for the same window, so the customers the sales need
+        are already sent or quarantined. Returns the sales report and the report of personas sent on the sales' behalf.
         """
         report = PushReport(entity="transaction")
         personas = PushReport(entity="persona")
         candidates = self._sale_candidates(self._staged_sales(start, end), report, personas)
         with self._pushing():
             self._start_progress("transaction", staged_transactions, start, end)
-            # The personas the window's sales need and the ledger lacks (aiq_personas usually sent them), in one stream
-            # before any sale: full batches, not a partial one per chunk of sales. The per-chunk check in
-            # _sale_candidates still covers anything this pass missed.
-            self._send_members((self._sale_customers(self._personas_missing(start, end)), personas))
-            report.personas_sent_first += personas.sent
+            if not personas_pushed:
+                # The personas the window's sales need and the ledger lacks, in one stream before any sale: full
+                # batches, not a partial one per chunk of sales. The per-chunk check in _sale_candidates still covers
+                # anything this pass missed.
+                self._send_members((self._sale_customers(self._personas_missing(start, end)), personas))
+                report.personas_sent_first += personas.sent
             for outcome in self.client.send_sales(candidates):
                 acked = [LedgerEntry(s.key, s.payload_hash, s.source_hash) for s, _, _ in outcome.accepted]
                 self._record(outcome, acked, report)

@@ -25,18 +25,15 @@ import dagster as dg
 import sqlalchemy as sa
 
 from aiq_pipelines.aiq.resource import AiqResource
-from aiq_pipelines.defs.aiq_assets import aiq_personas, aiq_sales
-from aiq_pipelines.defs.pos_assets import pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.sync.ledger import aiq_ledger
 from aiq_pipelines_tests.pos_factory import PosFactory
-from aiq_pipelines_tests.sync.test_push import DENVER, local
+from aiq_pipelines_tests.sync.test_push import DAILY, DENVER, EVERY_ASSET, local
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "reliability-key-" + secrets.token_hex(12)
 """The key every sandbox of this suite expects; the pipeline reads it from AIQ_API_KEY, as in production."""
 WEEK = ("2026-06-01", "2026-06-07")
-DAILY = [pos_transactions, pos_personas, aiq_personas, aiq_sales]
 GENEROUS_CLIENT_LIMITS = {"requests_per_second": 1000, "requests_per_minute": 60_000, "requests_per_hour": 1_000_000}
 PHONE_FORMATS = ("({a}) {b}-{c}", "{a}.{b}.{c}", "+1 {a} {b} {c}", "{a}{b}{c}")
 FIRST_NAMES = ("Zoë", "José", "Ada", "Grace", "Mateo", "Siobhán", "Priya", "Björn")
@@ -208,17 +205,19 @@ def aiq_resource(base_url: str, uid: str, sync_url: str, **overrides: Any) -> Ai
 
 def run_sync(
     instance: dg.DagsterInstance, pos_url: str, sync_url: str, aiq: AiqResource, first: str = WEEK[0],
-    last: str = WEEK[1], assets: Sequence[Any] = DAILY, queries_file: Path | None = None,
+    last: str = WEEK[1], assets: Sequence[str] | None = None, queries_file: Path | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize ``assets`` for local days [first, last] in one run, as a single-run backfill does."""
+    """Materialize the daily assets (or the ``assets`` named) for local days [first, last] in one run, as a single-run
+    backfill does."""
     resources = {"pos": PosDatabase(url=pos_url, queries_file=str(queries_file) if queries_file else None),
                  "sync": SyncDatabase(url=sync_url, timezone="America/Denver"), "aiq": aiq}
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-    return dg.materialize(assets, resources=resources, instance=instance, tags=tags, raise_on_error=False)
+    return dg.materialize(EVERY_ASSET if assets else DAILY, selection=assets, resources=resources, instance=instance,
+                          tags=tags, raise_on_error=False)
 
 
 def sync_once(pos_url: str, sync_url: str, aiq: AiqResource, first: str = WEEK[0], last: str = WEEK[1], *,
-              assets: Sequence[Any] = DAILY, home: Path | None = None,
+              assets: Sequence[str] | None = None, home: Path | None = None,
               queries_file: Path | None = None) -> dg.ExecuteInProcessResult:
     """``run_sync`` on a Dagster instance of its own (kept in ``home`` when given, else thrown away)."""
     if home is not None:

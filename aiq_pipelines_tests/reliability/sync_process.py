@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from aiq_pipelines_tests.reliability.support import aiq_resource, run_sync
+from aiq_pipelines_tests.sync.test_push import materializations
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
         result = run_sync(instance, job["pos_url"], job["sync_url"], aiq, job["first"], job["last"])
     metadata = {}
     for asset in ("aiq_personas", "aiq_sales"):
-        events = result.asset_materializations_for_node(asset)
+        events = materializations(result, asset)
         metadata[asset] = {k: v.value for k, v in events[0].metadata.items() if isinstance(v.value, (int, float))} \
             if events else None
     print(json.dumps({"success": result.success, "metadata": metadata}), flush=True)

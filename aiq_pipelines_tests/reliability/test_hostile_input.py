@@ -19,8 +19,6 @@ import dagster as dg
 import sqlalchemy as sa
 import yaml
 
-from aiq_pipelines.defs.aiq_assets import aiq_inventory
-from aiq_pipelines.defs.pos_assets import pos_inventory
 from aiq_pipelines.pos.source import PERSONAS_BY_ID_SQL, PERSONAS_SQL, TRANSACTIONS_SQL
 from aiq_pipelines.sync.staging import quarantine, staged_transactions
 from aiq_pipelines_tests.pos_factory import PosFactory
@@ -273,7 +271,7 @@ def test_hostile_products_are_each_sent_normalized_or_quarantined_with_a_reason(
     sandbox = start_sandbox()
     aiq = aiq_resource(sandbox.base_url, sandbox.uid, sync_url)
 
-    result = sync_once(pos.url, sync_url, aiq, DAY, DAY, assets=[pos_inventory, aiq_inventory])
+    result = sync_once(pos.url, sync_url, aiq, DAY, DAY, assets=["pos_inventory", "aiq_inventory"])
 
     assert result.success
     items, held_back = {i["productId"]: i for i in sandbox.state()["inventory"]}, quarantined(sync_url)

@@ -7,23 +7,27 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zoneinfo
+from collections.abc import Sequence
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
 from aiq_pipelines.aiq.resource import AiqResource
-from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_personas, aiq_sales
+from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.sync.ledger import aiq_ledger
 from aiq_pipelines.sync.push import CUSTOMER_NOT_STAGED, WAITING_FOR_PERSONA
-from aiq_pipelines.sync.staging import quarantine, staged_sale_customers
+from aiq_pipelines.sync.staging import quarantine, staged_personas, staged_sale_customers
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
-DAILY = [pos_transactions, pos_personas, aiq_personas, aiq_sales]
+DAILY = [pos_transactions, pos_personas, aiq_push]
+# Selections reach into it: aiq_personas and aiq_sales are one multi-asset, so tests name assets, not definitions.
+EVERY_ASSET = [*DAILY, pos_inventory, aiq_inventory]
 
 
 def local(*args: int) -> dt.datetime:
@@ -37,18 +41,26 @@ def aiq_resource(sandbox, sync_url: str, **overrides) -> AiqResource:
     return AiqResource(**{**options, **overrides})
 
 
-def sync(pos_url: str, sync_url: str, sandbox, first: str, last: str, assets=DAILY, **aiq_options):
-    """Materialize the daily assets for [first, last] in one run, as a backfill does."""
+def sync(pos_url: str, sync_url: str, sandbox, first: str, last: str, assets: Sequence[str] | None = None,
+         **aiq_options):
+    """Materialize the daily assets (or the ``assets`` named) for [first, last] in one run, as a backfill does."""
     resources = {"pos": PosDatabase(url=pos_url), "sync": SyncDatabase(url=sync_url, timezone="America/Denver"),
                  "aiq": aiq_resource(sandbox, sync_url, **aiq_options)}
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     with dg.instance_for_test() as instance:
-        return dg.materialize(assets, resources=resources, instance=instance, tags=tags, raise_on_error=False)
+        return dg.materialize(EVERY_ASSET if assets else DAILY, selection=assets, resources=resources,
+                              instance=instance, tags=tags, raise_on_error=False)
+
+
+def materializations(result, asset: str) -> list[dg.AssetMaterialization]:
+    """The asset's materializations in ``result``, one per partition (by asset: aiq_personas and aiq_sales share a
+    step, so not by node)."""
+    return [e.materialization for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
 
 
 def metadata(result, asset: str) -> dict:
     """The asset's metadata (a range run reports the same figures for each of its partitions)."""
-    events = result.asset_materializations_for_node(asset)
+    events = materializations(result, asset)
     assert events, f"{asset} was not materialized"
     return {k: v.value for k, v in events[0].metadata.items()}
 
@@ -165,7 +177,7 @@ def test_each_sales_persona_arrives_before_the_sale(shop, sync_url, sandbox):
 
 
 def test_sales_pushed_without_the_personas_step_still_send_their_personas_first(shop, sync_url, sandbox):
-    result = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11", assets=[pos_transactions, aiq_sales])
+    result = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11", assets=["pos_transactions", "aiq_sales"])
 
     assert result.success
     meta = metadata(result, "aiq_sales")
@@ -174,15 +186,45 @@ def test_sales_pushed_without_the_personas_step_still_send_their_personas_first(
     assert all(s["persona_known_at_arrival"] for s in sandbox.state()["sales"] if "pos_user" in s)
 
 
+def test_a_persona_restaged_while_its_push_is_at_aiq_holds_back_the_sales(shop, sync_url, sandbox_factory):
+    # aiq_personas and aiq_sales push in one step; the personas' blocking `delivered` check must still stop the sales,
+    # as it stopped a separate downstream step. AIQ holds each answer 2 s; meanwhile an extract re-stages C1.
+    sandbox, days = sandbox_factory(fault_slow=1.0, slow_seconds=2), ("2026-06-09", "2026-06-11")
+    sync(shop.url, sync_url, sandbox, *days, assets=["pos_transactions", "pos_personas"])
+    runs: list[dg.ExecuteInProcessResult] = []
+    pushing = threading.Thread(target=lambda: runs.append(sync(shop.url, sync_url, sandbox, *days)))
+    pushing.start()
+    deadline = time.monotonic() + 30
+    while not any("createUpdateMembers" in r["path"] and r["status"] == 200 for r in sandbox.requests()):
+        assert time.monotonic() < deadline, "the personas never reached AIQ"
+        time.sleep(0.01)
+    with sa.create_engine(sync_url).begin() as conn:
+        conn.execute(staged_personas.update().where(staged_personas.c.customer_id == "C1").values(content_hash="new"))
+    pushing.join(timeout=60)
+
+    [result] = runs
+    assert not result.success and not checks(result)["aiq_personas.delivered"]
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failure.step_key == "aiq_push"
+    assert "blocking asset check failed" in failure.step_failure_data.error.message
+    assert "aiq_personas: delivered" in failure.step_failure_data.error.message
+    assert materializations(result, "aiq_personas") and not materializations(result, "aiq_sales")
+    assert not any("createUpdateSales" in r["path"] for r in sandbox.requests()), "no sale went out"
+
+    again = sync(shop.url, sync_url, sandbox, *days)
+    assert again.success and all(checks(again).values())
+    assert set(sales_by_id(sandbox)) == set(expected_sales(shop.url))
+
+
 def test_the_push_sends_the_sales_customers_as_the_extract_staged_them_without_reading_the_pos(
         shop, sync_url, sandbox, tmp_path):
-    extract = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11", assets=[pos_transactions, pos_personas])
+    extract = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-11", assets=["pos_transactions", "pos_personas"])
     assert metadata(extract, "pos_transactions")["sale_customers_staged"] == 3, "C1, C2, C3: the void needs none"
     # After the extract, C3 changes without a new modification time: the push must send what was staged.
     shop.execute("UPDATE customers SET first_name = 'Changed' WHERE customer_id = 'C3'")
     gone = f"sqlite:///{tmp_path / 'unmounted' / 'pos.db'}"  # and the POS is out of reach
 
-    result = sync(gone, sync_url, sandbox, "2026-06-09", "2026-06-11", assets=[aiq_personas, aiq_sales])
+    result = sync(gone, sync_url, sandbox, "2026-06-09", "2026-06-11", assets=["aiq_personas", "aiq_sales"])
 
     assert result.success, result.all_events
     assert metadata(result, "aiq_personas")["personas_for_sales_sent"] == 1
@@ -217,11 +259,11 @@ def test_a_sales_customer_that_cannot_be_staged_holds_its_sales_until_the_pos_is
 
 def test_a_sale_whose_customer_no_extract_staged_waits_and_says_to_extract_again(shop, sync_url, sandbox):
     # As after an upgrade: sales staged by a version that did not stage their customers.
-    sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10", assets=[pos_transactions])
+    sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10", assets=["pos_transactions"])
     with sa.create_engine(sync_url).begin() as conn:
         conn.execute(staged_sale_customers.delete())
 
-    result = sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10", assets=[aiq_sales])
+    result = sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10", assets=["aiq_sales"])
 
     held = {(row["entity"], row["record_key"]): (row["stage"], row["reason"]) for row in quarantined_rows(sync_url)}
     assert held == {("persona", "C2"): ("payload", CUSTOMER_NOT_STAGED),
@@ -229,7 +271,7 @@ def test_a_sale_whose_customer_no_extract_staged_waits_and_says_to_extract_again
                     ("transaction", "regular"): ("payload", WAITING_FOR_PERSONA),
                     ("transaction", "old-friend"): ("payload", WAITING_FOR_PERSONA)}
     assert sandbox.state()["sales"] == [] and checks(result)["aiq_sales.delivered"]
-    again = sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10", assets=[pos_transactions, aiq_sales])
+    again = sync(shop.url, sync_url, sandbox, "2026-06-10", "2026-06-10", assets=["pos_transactions", "aiq_sales"])
     assert again.success and set(sales_by_id(sandbox)) == {"regular", "old-friend"}
     assert quarantined_rows(sync_url) == []
 
@@ -416,13 +458,13 @@ def test_a_sale_whose_payload_cannot_be_built_is_quarantined_with_its_reason_not
 def test_inventory_is_sent_once_per_product_and_only_when_it_changes(shop, sync_url, sandbox):
     shop.insert("inventory", product_id="P1", location_id="STORE-01", quantity_available=12,
                 last_modified_at=dt.datetime(2026, 6, 1))
-    first = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-09", assets=[pos_inventory, aiq_inventory])
+    first = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-09", assets=["pos_inventory", "aiq_inventory"])
     items = {item["productId"]: item for item in sandbox.state()["inventory"]}
     assert set(items) == {"P1", "P2", "P3"} and items["P1"]["quantity"] == "12"
     assert metadata(first, "aiq_inventory")["aiq_requests"] == 1
 
     shop.execute("UPDATE inventory SET quantity_available = 7 WHERE product_id = 'P1'")
-    second = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-09", assets=[pos_inventory, aiq_inventory])
+    second = sync(shop.url, sync_url, sandbox, "2026-06-09", "2026-06-09", assets=["pos_inventory", "aiq_inventory"])
 
     meta = metadata(second, "aiq_inventory")
     assert (meta["sent"], meta["unchanged"]) == (1, 2)
