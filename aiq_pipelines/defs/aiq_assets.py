@@ -99,39 +99,35 @@ AIQ_PERSONAS = dg.AssetKey("aiq_personas")
 AIQ_SALES = dg.AssetKey("aiq_sales")
 
 
+def _daily_push_spec(key: dg.AssetKey, deps: list[Any], description: str, **options: Any) -> dg.AssetSpec:
+    """A daily push asset of ``aiq_push``; ``description`` is the UI's."""
+    return dg.AssetSpec(key, group_name="aiq", kinds={"api", "python"}, deps=deps, freshness_policy=SALES_FRESHNESS,
+                        description=description, **options)
+
+
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
+        _daily_push_spec(
             AIQ_PERSONAS,
-            group_name="aiq",
-            kinds={"api", "python"},
             # pos_transactions too: the customers of the window's sales, staged by it, go out with the personas.
-            deps=[pos_personas, pos_transactions],
-            freshness_policy=SALES_FRESHNESS,
-            description=(
-                "Personas created or modified on each business day, upserted into AIQ (createUpdateMembers).\n\n"
-                "Only personas whose payload changed since AIQ last acknowledged them are sent. A changed phone or "
-                "email of a persona AIQ already has goes through AIQ's override call on its contactID, as AIQ's guide "
-                "asks. Invalid and placeholder phones and invalid emails are left out (and counted), never sent. The "
-                "customers of the day's sales that AIQ lacks, however long ago they were modified, are sent in the "
-                "same batches as pos_transactions staged them, so each sale finds its persona in AIQ."
-            ),
+            [pos_personas, pos_transactions],
+            "Personas created or modified on each business day, upserted into AIQ (createUpdateMembers).\n\n"
+            "Only personas whose payload changed since AIQ last acknowledged them are sent. A changed phone or email "
+            "of a persona AIQ already has goes through AIQ's override call on its contactID, as AIQ's guide asks. "
+            "Invalid and placeholder phones and invalid emails are left out (and counted), never sent. The customers "
+            "of the day's sales that AIQ lacks, however long ago they were modified, are sent in the same batches as "
+            "pos_transactions staged them, so each sale finds its persona in AIQ.",
         ),
-        dg.AssetSpec(
+        _daily_push_spec(
             AIQ_SALES,
-            group_name="aiq",
-            kinds={"api", "python"},
-            deps=[pos_transactions, AIQ_PERSONAS],
-            freshness_policy=SALES_FRESHNESS,
+            [pos_transactions, AIQ_PERSONAS],
+            "Sales of each business day with their line items, upserted into AIQ (createUpdateSales).\n\n"
+            "Each sale's persona reaches AIQ before the sale: customers the ledger lacks are sent first, as "
+            "pos_transactions staged them, however long ago they were modified. Returns are their own sales with "
+            "negative quantities; a sale voided before it was sent is never sent, and one voided after is re-sent with "
+            "a zero total and zero quantities so it stops counting. Only sales whose payload changed since AIQ "
+            "acknowledged them are sent.",
             skippable=True,  # not yielded when a persona is not delivered: the step then fails on the blocking check
-            description=(
-                "Sales of each business day with their line items, upserted into AIQ (createUpdateSales).\n\n"
-                "Each sale's persona reaches AIQ before the sale: customers the ledger lacks are sent first, as "
-                "pos_transactions staged them, however long ago they were modified. Returns are their own sales with "
-                "negative quantities; a sale voided before it was sent is never sent, and one voided after is re-sent "
-                "with a zero total and zero quantities so it stops counting. Only sales whose payload changed since "
-                "AIQ acknowledged them are sent."
-            ),
         ),
     ],
     check_specs=_check_specs("aiq_personas") + _check_specs("aiq_sales"),
