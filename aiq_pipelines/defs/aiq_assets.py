@@ -137,7 +137,7 @@ def _daily_push_spec(key: dg.AssetKey, deps: list[Any], description: str, **opti
     can_subset=True,
 )
 def aiq_push(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> Iterator[dg.MaterializeResult]:
-    """Push the window's personas, then its sales, in one step: the sales go out the moment their personas are in.
+    """Push the window's personas, then its sales, in one step: the sales follow without a second step's start and end.
 
     Either asset can be materialized alone. When both are selected and a persona is not delivered (``aiq_personas``'s
     blocking ``delivered`` check fails), no sale is pushed and the step fails, as a separate downstream step would not
