@@ -26,7 +26,7 @@ from aiq_pipelines.sync.staging import quarantine, staged_personas, staged_sale_
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
 DAILY = [pos_transactions, pos_personas, aiq_push]
-# Selections reach into it: aiq_personas and aiq_sales are one multi-asset, so tests name assets, not definitions.
+# What runs that name their assets select from: aiq_personas and aiq_sales are one multi-asset, so tests name assets.
 EVERY_ASSET = [*DAILY, pos_inventory, aiq_inventory]
 
 
