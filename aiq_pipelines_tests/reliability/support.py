@@ -28,7 +28,7 @@ from aiq_pipelines.aiq.resource import AiqResource
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.sync.ledger import aiq_ledger
 from aiq_pipelines_tests.pos_factory import PosFactory
-from aiq_pipelines_tests.sync.test_push import DAILY, DENVER, EVERY_ASSET, local
+from aiq_pipelines_tests.sync.test_push import DENVER, local, materialize
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "reliability-key-" + secrets.token_hex(12)
@@ -212,8 +212,7 @@ def run_sync(
     resources = {"pos": PosDatabase(url=pos_url, queries_file=str(queries_file) if queries_file else None),
                  "sync": SyncDatabase(url=sync_url, timezone="America/Denver"), "aiq": aiq}
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-    return dg.materialize(EVERY_ASSET if assets else DAILY, selection=assets, resources=resources, instance=instance,
-                          tags=tags, raise_on_error=False)
+    return materialize(assets, resources=resources, instance=instance, tags=tags)
 
 
 def sync_once(pos_url: str, sync_url: str, aiq: AiqResource, first: str = WEEK[0], last: str = WEEK[1], *,

@@ -11,6 +11,7 @@ import threading
 import time
 import zoneinfo
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -26,7 +27,6 @@ from aiq_pipelines.sync.staging import quarantine, staged_personas, staged_sale_
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
 DAILY = [pos_transactions, pos_personas, aiq_push]
-# What runs that name their assets select from: aiq_personas and aiq_sales are one multi-asset, so tests name assets.
 EVERY_ASSET = [*DAILY, pos_inventory, aiq_inventory]
 
 
@@ -48,8 +48,13 @@ def sync(pos_url: str, sync_url: str, sandbox, first: str, last: str, assets: Se
                  "aiq": aiq_resource(sandbox, sync_url, **aiq_options)}
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     with dg.instance_for_test() as instance:
-        return dg.materialize(EVERY_ASSET if assets else DAILY, selection=assets, resources=resources,
-                              instance=instance, tags=tags, raise_on_error=False)
+        return materialize(assets, resources=resources, instance=instance, tags=tags)
+
+
+def materialize(assets: Sequence[str] | None, **options: Any) -> dg.ExecuteInProcessResult:
+    """One run of the daily assets, or of the ``assets`` named: aiq_personas and aiq_sales are one multi-asset, so
+    runs that want some of the assets select them by name."""
+    return dg.materialize(EVERY_ASSET if assets else DAILY, selection=assets, raise_on_error=False, **options)
 
 
 def materializations(result, asset: str) -> list[dg.AssetMaterialization]:
