@@ -337,8 +337,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10k,100k,1m", help="comma-separated sizes of %(choices)s (%(default)s)".replace(
         "%(choices)s", "/".join(SIZES)))
-    parser.add_argument("--repeat", default="10k=3,100k=3,1m=1",
-                        help="runs per size; figures are medians (%(default)s)")
+    parser.add_argument("--repeat", default="10k=3,100k=3,1m=3",
+                        help="runs per size; figures are medians (%(default)s; a 1M run takes about 25 minutes)")
     parser.add_argument("--rate-scale", type=float, default=10.0,
                         help="factor applied to AIQ's 5/s, 120/min, 2,000/h in sandbox and client (%(default)s)")
     parser.add_argument("--margin", type=float, default=0.05,
