@@ -33,7 +33,9 @@ dev: install demo-data
 	fi; \
 	$(BIN)/dagster dev -w workspace.yaml -p 3000
 
+# The linter first (a second), then the suite.
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 # Benchmarks (not part of `make test`): prints one table and writes bench/RESULTS.md; BENCH_ARGS="--sizes 10k" etc.

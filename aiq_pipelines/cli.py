@@ -21,7 +21,7 @@ def _demo_data(args: argparse.Namespace) -> int:
     if args.if_absent:
         import sqlalchemy as sa
 
-        from aiq_pipelines.sync.engines import engine_for
+        from aiq_pipelines.db.engines import engine_for
 
         if sa.inspect(engine_for(url)).has_table("transactions"):
             print("demo POS already present; leaving it as it is")

@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from aiq_pipelines.aiq.resource import AiqResource
 from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
 from aiq_pipelines.defs.automation import (
     daily_sync,
@@ -11,20 +10,18 @@ from aiq_pipelines.defs.automation import (
     nightly_reconciliation,
     pos_change_sensor,
 )
+from aiq_pipelines.defs.partitions import settings
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
-from aiq_pipelines.defs.resources import database_resources
-from aiq_pipelines.settings import get_settings
+from aiq_pipelines.defs.resources import build_resources
 
-settings = get_settings()
+# Each asset links to its source file in the UI. In production, dg.link_code_references_to_git turns the links into
+# URLs of the deployed commit (see the README's deployment section).
+assets = dg.with_source_code_references([pos_transactions, pos_personas, pos_inventory, aiq_push, aiq_inventory])
 
 defs = dg.Definitions(
-    assets=[pos_transactions, pos_personas, pos_inventory, aiq_push, aiq_inventory],
+    assets=assets,
     jobs=[daily_sync, inventory_sync],
     schedules=[inventory_sync_schedule, nightly_reconciliation],
     sensors=[pos_change_sensor],
-    resources={
-        **database_resources(settings),
-        # Every other AIQ setting defaults from aiq_pipelines.settings; the key is read at launch and never shown.
-        "aiq": AiqResource(api_key=dg.EnvVar("AIQ_API_KEY")),
-    },
+    resources=build_resources(settings),
 )

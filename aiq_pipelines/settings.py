@@ -16,6 +16,8 @@ from pathlib import Path
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aiq_pipelines.aiq.client import MAX_BULK_BATCH, MAX_IN_FLIGHT, MAX_INVENTORY_BATCH
+
 DATA_DIR = Path(os.environ.get("AIQ_PIPELINES_DATA_DIR", ".data"))
 
 DEFAULT_AIQ_BASE_URL = "http://127.0.0.1:8765"
@@ -63,14 +65,17 @@ class Settings(BaseSettings):
         0.1, ge=0, le=1, description="Extra time each send counts in AIQ's windows, covering the spread of delays "
         "between our stamp and AIQ's arrival time; long windows get at least 1% of their length.",
     )
-    aiq_batch_size_sales: int = Field(100, ge=1, le=1000)
-    aiq_batch_size_members: int = Field(100, ge=1, le=1000)
-    aiq_batch_size_inventory: int = Field(100, ge=1, le=100, description="AIQ caps inventory at 100 items a call.")
+    aiq_batch_size_sales: int = Field(100, ge=1, le=MAX_BULK_BATCH)
+    aiq_batch_size_members: int = Field(100, ge=1, le=MAX_BULK_BATCH)
+    aiq_batch_size_inventory: int = Field(
+        100, ge=1, le=MAX_INVENTORY_BATCH, description="AIQ caps inventory at 100 items a call."
+    )
     aiq_timeout_seconds: float = Field(30.0, gt=0)
     aiq_max_attempts: int = Field(6, ge=1, le=20, description="Attempts per request, the first included.")
     aiq_max_retry_seconds: float = Field(300.0, gt=0, description="Total time one request may spend retrying.")
     aiq_max_in_flight: int = Field(
-        3, ge=1, le=16, description="Batches the push keeps at AIQ at once; acknowledgements still reach the ledger in order.",
+        3, ge=1, le=MAX_IN_FLIGHT,
+        description="Batches the push keeps at AIQ at once; acknowledgements still reach the ledger in order.",
     )
 
     sensor_interval_seconds: int = Field(60, ge=5)
@@ -100,11 +105,15 @@ class Settings(BaseSettings):
     @field_validator("inventory_sync_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        # Dagster's own check, so a value that passes here is one its schedules accept (dagster is pinned to 1.13).
-        from dagster._utils.schedules import is_valid_cron_string
+        # A schedule built with it is Dagster's own check, so a value that passes here is one its schedules accept.
+        import dagster as dg
 
-        if len(value.split()) != 5 or not is_valid_cron_string(value):
+        if len(value.split()) != 5:
             raise ValueError("expected a cron expression of five fields such as '0 * * * *'")
+        try:
+            dg.ScheduleDefinition(name="inventory_sync_cron_check", cron_schedule=value, job_name="check")
+        except dg.DagsterInvalidDefinitionError:
+            raise ValueError("expected a cron expression of five fields such as '0 * * * *'") from None
         return value
 
     @field_validator("aiq_base_url")
@@ -122,7 +131,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _consistent_rate_limits(self) -> "Settings":
+    def _consistent_rate_limits(self) -> Settings:
         if self.aiq_requests_per_minute < self.aiq_requests_per_second:
             raise ValueError("AIQ_REQUESTS_PER_MINUTE must be at least AIQ_REQUESTS_PER_SECOND")
         if self.aiq_requests_per_hour < self.aiq_requests_per_minute:

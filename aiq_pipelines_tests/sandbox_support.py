@@ -1,6 +1,6 @@
 """Fixtures that run the AIQ sandbox as a real server on loopback, one OS process group per sandbox.
 
-``run_sandbox`` starts ``python -m aiq_pipelines.aiq.sandbox`` on a free port and yields a ``Sandbox`` handle;
+``run_sandbox`` starts ``python -m aiq_sandbox`` on a free port and yields a ``Sandbox`` handle;
 the ``sandbox`` fixture is one with generous rate limits, ``sandbox_factory`` starts any number with any options.
 Options are the CLI switches with underscores (``per_second=2``, ``fault_5xx=1.0``, ``reset=True``).
 """
@@ -84,7 +84,7 @@ class Sandbox:
     def _start(self) -> None:
         port = self.base_url.rsplit(":", 1)[1]
         command = [
-            sys.executable, "-m", "aiq_pipelines.aiq.sandbox",
+            sys.executable, "-m", "aiq_sandbox",
             "--host", "127.0.0.1", "--port", port, "--db", str(self.db_path), "--uid", self.uid,
         ]
         for name, value in self.options.items():

@@ -20,7 +20,7 @@ from itertools import groupby
 
 import httpx
 
-from aiq_pipelines.pos.source import PERSONAS_SQL, TRANSACTIONS_SQL
+from aiq_pipelines.pos.queries import PERSONAS_SQL, TRANSACTIONS_SQL
 
 BATCH = 100
 DENVER = zoneinfo.ZoneInfo("America/Denver")

@@ -105,7 +105,7 @@ class Sandbox:
 def sandbox(db_path: Path, limits: tuple[int, int, int]) -> Iterator[Sandbox]:
     """The AIQ sandbox on a fresh state file, enforcing ``limits`` (per second, minute, hour)."""
     port, key = _free_port(), "bench-" + secrets.token_hex(8)
-    command = [sys.executable, "-m", "aiq_pipelines.aiq.sandbox", "--host", "127.0.0.1", "--port", str(port),
+    command = [sys.executable, "-m", "aiq_sandbox", "--host", "127.0.0.1", "--port", str(port),
                "--db", str(db_path), "--uid", UID, "--reset", "--per-second", str(limits[0]),
                "--per-minute", str(limits[1]), "--per-hour", str(limits[2])]
     with db_path.with_suffix(".log").open("w") as out:
@@ -310,7 +310,7 @@ def table(
     limits = ", ".join(f"{int(n * scale):,}/{w}" for n, w in zip(AIQ_LIMITS, ("s", "min", "h"), strict=True))
     extra.append(f"- rate limits: AIQ's defaults x{scale:g} ({limits}) in the sandbox and the client; the client's "
                  f"margin on the 1 s window: {margin:g} s (AIQ_RATE_LIMIT_MARGIN_SECONDS)")
-    return "\n".join(lines + [""] + extra)
+    return "\n".join([*lines, "", *extra])
 
 
 def machine() -> str:
@@ -348,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sensor-size", default="1m", choices=list(SIZES),
                         help="the POS the change sensor ticks on (%(default)s)")
     parser.add_argument("--profile", action="store_true",
-                        help="write a cProfile of each sync to .data/bench/<size>-rep<n>/sync.prof and resync.prof (slows it down)")
+                        help="write a cProfile of each sync to .data/bench/<size>-rep<n>/sync.prof and resync.prof "
+                             "(slows it down)")
     parser.add_argument("--no-write", action="store_true", help="print the table without writing bench/RESULTS.md")
     args = parser.parse_args(argv)
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]

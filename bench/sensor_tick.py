@@ -15,15 +15,16 @@ import time
 import dagster as dg
 import sqlalchemy as sa
 
+from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines.defs.automation import pos_change_sensor
 from aiq_pipelines.defs.resources import PosDatabase
-from aiq_pipelines.sync.engines import engine_for
+from aiq_pipelines.settings import load_settings
 
 TOUCHED_PER_TICK = 3
 
 
 def main(pos_url: str, ticks: int) -> None:
-    resources = {"pos": PosDatabase(url=pos_url)}
+    resources = {"pos": PosDatabase.from_settings(load_settings(), url=pos_url)}
     engine = engine_for(pos_url)
     with engine.connect() as conn:
         ids = [row[0] for row in conn.execute(sa.text("SELECT transaction_id FROM transactions ORDER BY random() LIMIT 100"))]

@@ -2,7 +2,8 @@
 
 ``python -m bench.sync_once POS_URL SYNC_URL FIRST LAST`` materializes the daily assets for [FIRST, LAST] as one run,
 the way a single-run backfill does, with the AIQ resource read from the environment (AIQ_BASE_URL, AIQ_API_KEY,
-AIQ_UID, AIQ_REQUESTS_PER_*); with BENCH_PROFILE=<file> it writes a cProfile of the run there. It prints one JSON line: the work's CPU and wall time (imports excluded), each step's
+AIQ_UID, AIQ_REQUESTS_PER_*); with BENCH_PROFILE=<file> it writes a cProfile of the run there.
+It prints one JSON line: the work's CPU and wall time (imports excluded), each step's
 wall time, and the push assets' metadata. The parent measures the whole process's CPU and peak RSS.
 """
 
@@ -24,15 +25,16 @@ def _cpu() -> float:
 def main(pos_url: str, sync_url: str, first: str, last: str) -> None:
     import dagster as dg
 
-    from aiq_pipelines.aiq.resource import AiqResource
     from aiq_pipelines.defs.aiq_assets import aiq_push
     from aiq_pipelines.defs.pos_assets import pos_personas, pos_transactions
-    from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+    from aiq_pipelines.defs.resources import AiqResource, PosDatabase, SyncDatabase
+    from aiq_pipelines.settings import load_settings
 
+    settings = load_settings()  # the AIQ_* variables bench.run sets: the sandbox, its limits, the margin
     resources = {
-        "pos": PosDatabase(url=pos_url),
-        "sync": SyncDatabase(url=sync_url, timezone="America/Denver"),
-        "aiq": AiqResource(api_key=os.environ["AIQ_API_KEY"], rate_limit_database_url=sync_url),
+        "pos": PosDatabase.from_settings(settings, url=pos_url),
+        "sync": SyncDatabase.from_settings(settings, url=sync_url, timezone="America/Denver"),
+        "aiq": AiqResource.from_settings(settings, api_key=os.environ["AIQ_API_KEY"], rate_limit_database_url=sync_url),
     }
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     instance = dg.DagsterInstance.ephemeral()

@@ -19,7 +19,6 @@ hashes them.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,6 +26,8 @@ from functools import cached_property
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+from aiq_pipelines.db.hashing import digest
 
 AIQ_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S +0000"
 
@@ -93,6 +94,15 @@ class AiqPayload(BaseModel):
         ``to_json()``. Computed once per payload: the model is frozen, so the bytes cannot go stale."""
         return self.encoded_without()
 
+    @classmethod
+    def from_encoded(cls, raw: bytes) -> Self:
+        """The payload ``raw`` encodes, which keeps ``raw`` as its ``encoded``: a payload staged as bytes is sent as
+        the very bytes the ledger hashed, whatever a re-encoding would give. ``raw`` goes where ``cached_property``
+        keeps its value (the instance's ``__dict__``), as if ``encoded`` had been computed."""
+        payload = cls.model_validate_json(raw)
+        payload.__dict__["encoded"] = raw
+        return payload
+
     def encoded_without(self, *fields: str) -> bytes:
         """The bytes of ``encoded`` with the named attributes left out (e.g. for a digest of part of a payload)."""
         return self.__pydantic_serializer__.to_json(self, exclude=set(fields), exclude_none=True, by_alias=True)
@@ -106,7 +116,7 @@ class AiqPayload(BaseModel):
 
 def payload_hash(payload: AiqPayload | EncodedPayload) -> str:
     """The digest the ledger keeps: of the very bytes a bulk call sends for ``payload``."""
-    return hashlib.sha256(payload.encoded).hexdigest()
+    return digest(payload.encoded)
 
 
 @dataclass(frozen=True, repr=False)

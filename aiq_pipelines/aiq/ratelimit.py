@@ -12,25 +12,26 @@ re-stamped with the moment it left (``restamp``), so the margin need only cover 
 Sends older than the longest window are deleted at most once per ``PURGE_INTERVAL`` seconds: they no longer count.
 It is safe to call from several threads at once (each acquire runs on its own pooled connection).
 
-The only dialect-specific statement is the lock: SQLite ``BEGIN IMMEDIATE`` (one writer per database file),
-PostgreSQL ``pg_advisory_xact_lock`` on a key derived from the account (released at commit).
+The only dialect-specific statement is the lock (``db.locks``): SQLite ``BEGIN IMMEDIATE`` (one writer per database
+file), PostgreSQL ``pg_advisory_xact_lock`` on a key derived from the account (released at commit).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 
-from aiq_pipelines.sync.engines import sqlalchemy_url
+from aiq_pipelines.db.engines import engine_for, serialized_engine, sqlalchemy_url
+from aiq_pipelines.db.locks import advisory_lock
+from aiq_pipelines.db.schema import create_tables
 
+metadata = sa.MetaData()
 SEND_LOG = sa.Table(
     "aiq_rate_limit_sends",
-    sa.MetaData(),
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("account", sa.String(512), nullable=False),
     sa.Column("sent_at", sa.Float, nullable=False),
@@ -55,10 +56,6 @@ class Send:
 class _Window:
     seconds: float
     limit: int
-
-
-def _advisory_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 class AccountRateLimiter:
@@ -91,45 +88,13 @@ class AccountRateLimiter:
         self._horizon = max(self._spans)
         self._blocking = self._blocking_query()
         self._next_purge = 0.0
-        self._engine = self._make_engine(database_url)
-        with self._engine.begin() as conn:
-            self._lock(conn, SEND_LOG.name)  # PostgreSQL's CREATE ... IF NOT EXISTS is not safe against a race
-            conn.execute(sa.schema.CreateTable(SEND_LOG, if_not_exists=True))
-            for index in SEND_LOG.indexes:
-                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-
-    @staticmethod
-    def _make_engine(database_url: str) -> sa.Engine:
-        url = sqlalchemy_url(database_url)
-        if url.get_backend_name() == "sqlite":
-            if url.database and url.database != ":memory:":
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(url, connect_args={"timeout": 60})
-
-            @sa.event.listens_for(engine, "connect")
-            def _manual_transactions(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-                # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of pysqlite's deferred BEGIN.
-                dbapi_connection.isolation_level = None
-                # No fsync per send: a send lost to a power cut (never to a crash) costs at most one 429.
-                dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-
-            @sa.event.listens_for(engine, "begin")
-            def _begin_immediate(conn):  # type: ignore[no-untyped-def]
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-            return engine
-        if url.get_backend_name() == "postgresql":
-            return sa.create_engine(url, pool_pre_ping=True)
-        raise ValueError(
-            f"the AIQ rate limiter supports SQLite and PostgreSQL, not {url.get_backend_name()!r}: "
-            "check SYNC_DATABASE_URL"
-        )
-
-    @staticmethod
-    def _lock(conn: sa.Connection, name: str) -> None:
-        """Serialize on ``name`` until the transaction ends (SQLite's BEGIN IMMEDIATE already did)."""
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_advisory_key(name))))
+        backend = sqlalchemy_url(database_url).get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"the AIQ rate limiter supports SQLite and PostgreSQL, not {backend!r}: check SYNC_DATABASE_URL"
+            )
+        create_tables(engine_for(database_url), metadata)
+        self._engine = serialized_engine(database_url)
 
     def _blocking_query(self) -> sa.Select:
         """One row: per window, the send that must leave it before another may go (NULL when there is room)."""
@@ -161,7 +126,7 @@ class AccountRateLimiter:
         started = time.monotonic()
         while True:
             with self._engine.begin() as conn:
-                self._lock(conn, self.account)
+                advisory_lock(conn, self.account)
                 now = time.time()
                 if time.monotonic() >= self._next_purge:
                     self._next_purge = time.monotonic() + PURGE_INTERVAL
@@ -177,7 +142,7 @@ class AccountRateLimiter:
     def restamp(self, send: Send, left_at: float) -> None:
         """Count ``send`` from ``left_at`` (``time.time()``), the moment it actually left, if that is later."""
         with self._engine.begin() as conn:
-            self._lock(conn, self.account)
+            advisory_lock(conn, self.account)
             conn.execute(
                 SEND_LOG.update().where(SEND_LOG.c.id == send.id, SEND_LOG.c.sent_at < left_at).values(sent_at=left_at)
             )

@@ -6,23 +6,33 @@ from typing import Any
 
 import dagster as dg
 
-from aiq_pipelines.aiq.client import ClientStats
-from aiq_pipelines.aiq.resource import AiqResource
+from aiq_pipelines.aiq.transport import ClientStats
+from aiq_pipelines.defs.keys import (
+    AIQ_INVENTORY,
+    AIQ_PERSONAS,
+    AIQ_POOL,
+    AIQ_SALES,
+    AIQ_TAGS,
+    CHECK_DELIVERED,
+    CHECK_QUARANTINE_GROWTH,
+    OWNERS,
+    POS_INVENTORY,
+    POS_PERSONAS,
+    POS_TRANSACTIONS,
+)
 from aiq_pipelines.defs.partitions import daily_partitions
-from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
-from aiq_pipelines.defs.resources import SyncDatabase
+from aiq_pipelines.defs.resources import AiqResource, SyncDatabase
+from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.sync.push import Pusher, PushReport
 
-CHECK_DELIVERED = "delivered"
-CHECK_QUARANTINE_GROWTH = "quarantine_not_growing"
-AIQ_POOL = "aiq_api"
+_PUSH = {"group_name": "aiq", "kinds": {"api", "python"}, "owners": OWNERS, "tags": AIQ_TAGS}
 # The change sensor syncs the day within minutes and the nightly reconciliation re-syncs yesterday: a push asset
 # older than this has stopped syncing.
 SALES_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26), warn_window=dt.timedelta(hours=2))
 INVENTORY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=6), warn_window=dt.timedelta(hours=2))
 
 
-def _check_specs(asset: str) -> list[dg.AssetCheckSpec]:
+def _check_specs(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(
             CHECK_DELIVERED, asset=asset, blocking=True,
@@ -44,7 +54,7 @@ def _push_result(
     delivered = balanced and undelivered == 0
     metadata: dict[str, Any] = {
         "dagster/row_count": report.staged,
-        "extracted": report.staged,
+        "staged": report.staged,
         "sent": report.sent,
         "unchanged": report.unchanged,
         "quarantined": report.quarantined,
@@ -95,14 +105,10 @@ def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime
     return window.start, window.end
 
 
-AIQ_PERSONAS = dg.AssetKey("aiq_personas")
-AIQ_SALES = dg.AssetKey("aiq_sales")
-
-
 def _daily_push_spec(key: dg.AssetKey, deps: list[Any], description: str, **options: Any) -> dg.AssetSpec:
     """A daily push asset of ``aiq_push``; ``description`` is the UI's."""
-    return dg.AssetSpec(key, group_name="aiq", kinds={"api", "python"}, deps=deps, freshness_policy=SALES_FRESHNESS,
-                        description=description, **options)
+    return dg.AssetSpec(key, **_PUSH, deps=deps, freshness_policy=SALES_FRESHNESS, description=description,
+                        **options)
 
 
 @dg.multi_asset(
@@ -110,7 +116,7 @@ def _daily_push_spec(key: dg.AssetKey, deps: list[Any], description: str, **opti
         _daily_push_spec(
             AIQ_PERSONAS,
             # pos_transactions too: the customers of the window's sales, staged by it, go out with the personas.
-            [pos_personas, pos_transactions],
+            [POS_PERSONAS, POS_TRANSACTIONS],
             "Personas created or modified on each business day, upserted into AIQ (createUpdateMembers).\n\n"
             "Only personas whose payload changed since AIQ last acknowledged them are sent. A changed phone or email "
             "of a persona AIQ already has goes through AIQ's override call on its contactID, as AIQ's guide asks. "
@@ -120,7 +126,7 @@ def _daily_push_spec(key: dg.AssetKey, deps: list[Any], description: str, **opti
         ),
         _daily_push_spec(
             AIQ_SALES,
-            [pos_transactions, AIQ_PERSONAS],
+            [POS_TRANSACTIONS, AIQ_PERSONAS],
             "Sales of each business day with their line items, upserted into AIQ (createUpdateSales).\n\n"
             "Each sale's persona reaches AIQ before the sale: customers the ledger lacks are sent first, as "
             "pos_transactions staged them, however long ago they were modified. Returns are their own sales with "
@@ -130,7 +136,7 @@ def _daily_push_spec(key: dg.AssetKey, deps: list[Any], description: str, **opti
             skippable=True,  # not yielded when a persona is not delivered: the step then fails on the blocking check
         ),
     ],
-    check_specs=_check_specs("aiq_personas") + _check_specs("aiq_sales"),
+    check_specs=_check_specs(AIQ_PERSONAS) + _check_specs(AIQ_SALES),
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=AIQ_POOL,
@@ -149,33 +155,33 @@ def aiq_push(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqReso
         pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
         personas_pushed = False
         if AIQ_PERSONAS in selected:
-            before, stats = pusher.quarantine_count("persona"), client.stats
+            before, stats = pusher.quarantine_count(Entity.PERSONA), client.stats
             report, for_sales = pusher.push_personas(start, end)
             extra = {"overrides": report.overrides, "personas_for_sales_sent": for_sales.sent,
                      "personas_for_sales_quarantined": for_sales.quarantined,
                      **{f"left_out_{k}": v for k, v in sorted(report.member_issues.items())}}
             result = _push_result(aiq, pusher, report, client.stats.since(stats), before,
-                                  pusher.undelivered("persona", start, end), extra, asset_key=AIQ_PERSONAS)
+                                  pusher.undelivered(Entity.PERSONA, start, end), extra, asset_key=AIQ_PERSONAS)
             yield result
             if not _delivered(result):
                 return  # Dagster fails the step on the blocking check: the sales wait for their personas
             personas_pushed = True
         if AIQ_SALES in selected:
-            before, stats = pusher.quarantine_count("transaction"), client.stats
+            before, stats = pusher.quarantine_count(Entity.TRANSACTION), client.stats
             report, personas = pusher.push_sales(start, end, personas_pushed=personas_pushed)
             extra = {"voided_unsent": report.voided_unsent, "personas_sent_first": personas.sent,
                      "personas_quarantined": personas.quarantined}
             yield _push_result(aiq, pusher, report, client.stats.since(stats), before,
-                               pusher.undelivered("transaction", start, end), extra, asset_key=AIQ_SALES)
+                               pusher.undelivered(Entity.TRANSACTION, start, end), extra, asset_key=AIQ_SALES)
 
 
 @dg.asset(
-    group_name="aiq",
-    kinds={"api", "python"},
+    key=AIQ_INVENTORY,
+    **_PUSH,
     pool=AIQ_POOL,
-    deps=[pos_inventory],
+    deps=[POS_INVENTORY],
     freshness_policy=INVENTORY_FRESHNESS,
-    check_specs=_check_specs("aiq_inventory"),
+    check_specs=_check_specs(AIQ_INVENTORY),
 )
 def aiq_inventory(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> dg.MaterializeResult:
     """The inventory snapshot in AIQ (createUpdateInventory, at most 100 products a call).
@@ -185,7 +191,7 @@ def aiq_inventory(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: Ai
     """
     with aiq.open_client() as client:
         pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
-        before = pusher.quarantine_count("inventory")
+        before = pusher.quarantine_count(Entity.INVENTORY)
         report = pusher.push_inventory()
         stats = client.stats
-    return _push_result(aiq, pusher, report, stats, before, pusher.undelivered("inventory"))
+    return _push_result(aiq, pusher, report, stats, before, pusher.undelivered(Entity.INVENTORY))

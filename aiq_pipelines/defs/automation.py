@@ -18,13 +18,10 @@ from collections.abc import Iterable
 import dagster as dg
 
 from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
-from aiq_pipelines.defs.partitions import daily_partitions
+from aiq_pipelines.defs.partitions import BUSINESS_TIMEZONE, daily_partitions, settings
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase
 from aiq_pipelines.pos.source import PosChange, PosSource
-from aiq_pipelines.settings import get_settings
-
-settings = get_settings()
 
 # Writers whose clocks lag the newest timestamp by up to this much (or whose transactions commit late) are still seen.
 CLOCK_SKEW_OVERLAP = dt.timedelta(minutes=2)
@@ -130,7 +127,7 @@ def _next_tick(source: PosSource, previous: Watermark, first: str, today: str) -
         return dg.SkipReason(f"no POS changes since {previous.at.isoformat()}")
     changed = (source.changes(after, newest + _JUST_AFTER) if newer else []) + (overlap if late else [])
     watermark = Watermark(newest, _rows(overlap) if overlap_rows is None else overlap_rows)
-    days = sorted(day for day in _local_days(changed, settings.timezone) if first <= day <= today)
+    days = sorted(day for day in _local_days(changed, BUSINESS_TIMEZONE) if first <= day <= today)
     if not days:
         return dg.SensorResult(
             skip_reason=(
@@ -168,7 +165,7 @@ inventory_sync_schedule = dg.ScheduleDefinition(
     name="inventory_sync_schedule",
     job=inventory_sync,
     cron_schedule=settings.inventory_sync_cron,  # validated in settings.py
-    execution_timezone=settings.pos_timezone,
+    execution_timezone=daily_partitions.timezone,
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Syncs the inventory snapshot to AIQ on INVENTORY_SYNC_CRON (in POS_TIMEZONE).",
 )
@@ -178,7 +175,7 @@ inventory_sync_schedule = dg.ScheduleDefinition(
     name="nightly_reconciliation",
     target=daily_sync,
     cron_schedule=RECONCILIATION_CRON,
-    execution_timezone=settings.pos_timezone,
+    execution_timezone=daily_partitions.timezone,
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
 def nightly_reconciliation(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
@@ -186,7 +183,7 @@ def nightly_reconciliation(context: dg.ScheduleEvaluationContext) -> dg.RunReque
 
     Only records that changed since AIQ acknowledged them are sent, so a day the sensor kept current costs no request.
     """
-    local_date = context.scheduled_execution_time.astimezone(settings.timezone).date()
+    local_date = context.scheduled_execution_time.astimezone(BUSINESS_TIMEZONE).date()
     yesterday = (local_date - dt.timedelta(days=1)).isoformat()
     first = daily_partitions.get_first_partition_key()
     if yesterday < first:

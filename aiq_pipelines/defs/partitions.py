@@ -1,16 +1,26 @@
-"""Business-day partitions: local dates in POS_TIMEZONE, today included so the day can sync while it runs."""
+"""Business-day partitions: local dates in POS_TIMEZONE, today included so the day can sync while it runs.
+
+Dagster needs the partitions, the schedules' cron and zone and the sensor's interval when the code location is imported,
+so the wiring reads them from ``settings``, the one ``Settings`` the process loads (``definitions.py`` builds the
+resources from the same object).
+"""
+
+import zoneinfo
 
 import dagster as dg
 
 from aiq_pipelines.settings import Settings, get_settings
 
+settings = get_settings()
 
-def business_days(settings: Settings) -> dg.DailyPartitionsDefinition:
+
+def business_days(config: Settings) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(
-        start_date=settings.pos_start_date.isoformat(),
-        timezone=settings.pos_timezone,
+        start_date=config.pos_start_date.isoformat(),
+        timezone=config.pos_timezone,
         end_offset=1,
     )
 
 
-daily_partitions = business_days(get_settings())
+daily_partitions = business_days(settings)
+BUSINESS_TIMEZONE = zoneinfo.ZoneInfo(settings.pos_timezone)

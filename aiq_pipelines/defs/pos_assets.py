@@ -5,24 +5,29 @@ from typing import Any
 
 import dagster as dg
 
+from aiq_pipelines.defs.keys import (
+    CHECK_QUARANTINE,
+    CHECK_STRAYS,
+    CHECK_UNIQUE,
+    CHECK_WINDOW,
+    OWNERS,
+    POS_INVENTORY,
+    POS_PERSONAS,
+    POS_TAGS,
+    POS_TRANSACTIONS,
+)
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.pos.source import PosSource
-from aiq_pipelines.settings import get_settings
 from aiq_pipelines.sync.progress import Progress
-from aiq_pipelines.sync.staging import (
-    StageReport,
-    StrayReport,
-    SyncStore,
-)
+from aiq_pipelines.sync.reports import StageReport, StrayReport
+from aiq_pipelines.sync.store import SyncStore
 
-CHECK_UNIQUE = "unique_keys"
-CHECK_WINDOW = "within_window"
-CHECK_QUARANTINE = "quarantine_rate"
-CHECK_STRAYS = "none_outside_partitions"
+_EXTRACT = {"group_name": "pos", "kinds": {"sql", "python"}, "owners": OWNERS, "tags": POS_TAGS}
 
 
-def _check_specs(asset: str, *, windowed: bool) -> list[dg.AssetCheckSpec]:
+def _check_specs(asset: dg.AssetKey, *, windowed: bool) -> list[dg.AssetCheckSpec]:
     specs = [
         dg.AssetCheckSpec(CHECK_UNIQUE, asset=asset, blocking=True,
                           description="Every staged record has its own key: none overwrote another in this run."),
@@ -52,7 +57,7 @@ def _progress_logger(context: dg.AssetExecutionContext):
 
 
 def _quarantine_strays(
-    context: dg.AssetExecutionContext, source: PosSource, store: SyncStore, entity: str
+    context: dg.AssetExecutionContext, source: PosSource, store: SyncStore, entity: Entity
 ) -> tuple[StrayReport | None, dg.AssetCheckResult]:
     """Quarantine the POS records of ``entity`` that lie outside every partition, and the check that reports them."""
     if not source.reads_strays(entity):
@@ -61,7 +66,8 @@ def _quarantine_strays(
             passed=False,
             severity=dg.AssetCheckSeverity.WARN,
             description=(
-                f"POS_QUERIES_FILE replaces the {entity} query but has no stray_{entity} query, so records dated "
+                f"POS_QUERIES_FILE replaces the {entity.query} query but has no stray_{entity.query} query, so records "
+                "dated "
                 "outside every partition cannot be found; see the README section on custom POS queries."
             ),
         )
@@ -76,21 +82,21 @@ def _quarantine_strays(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"outside_partitions": strays.quarantined},
         description=None if strays.quarantined == 0 else (
-            f"{strays.quarantined} {entity} lie outside every partition and are quarantined: "
+            f"{strays.quarantined} {entity.query} lie outside every partition and are quarantined: "
             f"{'; '.join(strays.reasons)}."
         ),
     )
 
 
 def _extract_result(
+    sync: SyncDatabase,
     report: StageReport,
     *,
     windowed: bool,
     strays: tuple[StrayReport | None, dg.AssetCheckResult] | None = None,
 ) -> dg.MaterializeResult:
-    settings = get_settings()
-    max_rate = settings.quarantine_max_rate
-    rate_ok = report.quarantine_rate <= max_rate or report.quarantined < settings.quarantine_min_records
+    max_rate, min_records = sync.quarantine_max_rate, sync.quarantine_min_records
+    rate_ok = report.quarantine_rate <= max_rate or report.quarantined < min_records
     checks = [
         dg.AssetCheckResult(
             check_name=CHECK_UNIQUE,
@@ -106,7 +112,7 @@ def _extract_result(
             passed=rate_ok,
             metadata={"quarantined": report.quarantined, "extracted": report.extracted,
                       "quarantine_rate": report.quarantine_rate, "max_rate": max_rate,
-                      "min_records": settings.quarantine_min_records},
+                      "min_records": min_records},
             description=None if rate_ok else (
                 f"{report.quarantined} of {report.extracted} records quarantined ({report.quarantine_rate:.1%}), "
                 f"above QUARANTINE_MAX_RATE={max_rate:.1%}: look for a systemic cause in the reasons table."
@@ -132,12 +138,12 @@ def _extract_result(
         "quarantine_rate": report.quarantine_rate,
         "quarantine_reasons": dg.MetadataValue.md(report.reasons_markdown()),
     }
-    if report.entity == "transaction":
+    if report.entity == Entity.TRANSACTION:
         metadata["sale_customers_staged"] = report.sale_customers
         metadata["sale_customers_without_payload"] = report.sale_customers_without_payload
     if windowed:
-        metadata["window_start"] = report.window_start.isoformat()
-        metadata["window_end"] = report.window_end.isoformat()
+        metadata["window_start"] = dg.MetadataValue.timestamp(report.window_start)
+        metadata["window_end"] = dg.MetadataValue.timestamp(report.window_end)
     if strays is not None:
         stray_report, stray_check = strays
         checks.append(stray_check)
@@ -154,11 +160,11 @@ def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime
 
 
 @dg.asset(
-    group_name="pos",
-    kinds={"sql", "python"},
+    key=POS_TRANSACTIONS,
+    **_EXTRACT,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    check_specs=_check_specs("pos_transactions", windowed=True),
+    check_specs=_check_specs(POS_TRANSACTIONS, windowed=True),
 )
 def pos_transactions(context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase) -> dg.MaterializeResult:
     """Receipts with their line items, staged per business day (the store's local day, POS_TIMEZONE).
@@ -178,16 +184,16 @@ def pos_transactions(context: dg.AssetExecutionContext, pos: PosDatabase, sync: 
     report = store.stage_transactions(
         source, start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
-    strays = _quarantine_strays(context, source, store, "transactions")
-    return _extract_result(report, windowed=True, strays=strays)
+    strays = _quarantine_strays(context, source, store, Entity.TRANSACTION)
+    return _extract_result(sync, report, windowed=True, strays=strays)
 
 
 @dg.asset(
-    group_name="pos",
-    kinds={"sql", "python"},
+    key=POS_PERSONAS,
+    **_EXTRACT,
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    check_specs=_check_specs("pos_personas", windowed=True),
+    check_specs=_check_specs(POS_PERSONAS, windowed=True),
 )
 def pos_personas(context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase) -> dg.MaterializeResult:
     """Customers created or modified on each business day, staged as personas.
@@ -203,11 +209,11 @@ def pos_personas(context: dg.AssetExecutionContext, pos: PosDatabase, sync: Sync
     report = store.stage_personas(
         source, start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
-    strays = _quarantine_strays(context, source, store, "personas")
-    return _extract_result(report, windowed=True, strays=strays)
+    strays = _quarantine_strays(context, source, store, Entity.PERSONA)
+    return _extract_result(sync, report, windowed=True, strays=strays)
 
 
-@dg.asset(group_name="pos", kinds={"sql", "python"}, check_specs=_check_specs("pos_inventory", windowed=False))
+@dg.asset(key=POS_INVENTORY, **_EXTRACT, check_specs=_check_specs(POS_INVENTORY, windowed=False))
 def pos_inventory(context: dg.AssetExecutionContext, pos: PosDatabase, sync: SyncDatabase) -> dg.MaterializeResult:
     """A snapshot of every product with its stock, unit cost and price in each store.
 
@@ -217,4 +223,4 @@ def pos_inventory(context: dg.AssetExecutionContext, pos: PosDatabase, sync: Syn
     report = store.stage_inventory(
         pos.source(), run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
-    return _extract_result(report, windowed=False)
+    return _extract_result(sync, report, windowed=False)

@@ -1,24 +1,48 @@
-"""Dagster resources for the two databases (the AIQ resource lives in aiq/resource.py)."""
+"""Dagster resources: the POS, the sync database and AIQ, each built from ``Settings`` by ``from_settings``.
+
+``definitions.py`` builds them once from the settings read at load; no field has a default of its own, so every value
+has one source. Secrets reach them through ``dg.EnvVar``: the AIQ API key always, and a database URL whenever it is set
+in the environment (it may carry a password), so Dagster reads them at launch and never shows them.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Self
 
 import dagster as dg
 from pydantic import Field
 
+from aiq_pipelines.aiq.client import AiqClient
+from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
 from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.settings import Settings
-from aiq_pipelines.sync.staging import SyncStore
+from aiq_pipelines.sync.store import SyncStore
+
+
+def _secret_url(name: str, value: str) -> str | dg.EnvVar:
+    # A production URL can carry a password: when set, it is read at launch through EnvVar and stays out of the UI.
+    return dg.EnvVar(name) if os.environ.get(name) else value
 
 
 class PosDatabase(dg.ConfigurableResource):
     """The POS database the extract assets read (reference schema, or custom queries)."""
 
     url: str = Field(description="SQLAlchemy URL of the POS database (POS_DATABASE_URL).")
-    queries_file: str | None = Field(None, description="YAML file of custom extract queries (POS_QUERIES_FILE).")
-    chunk_size: int = Field(5000, description="Rows fetched per round trip (EXTRACT_CHUNK_SIZE).")
+    queries_file: str | None = Field(description="YAML file of custom extract queries (POS_QUERIES_FILE).")
+    chunk_size: int = Field(description="Rows fetched per round trip (EXTRACT_CHUNK_SIZE).")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        fields: dict[str, Any] = {
+            "url": _secret_url("POS_DATABASE_URL", settings.pos_database_url),
+            "queries_file": str(settings.pos_queries_file) if settings.pos_queries_file else None,
+            "chunk_size": settings.extract_chunk_size,
+        }
+        return cls(**{**fields, **overrides})
 
     def source(self) -> PosSource:
         return PosSource(
@@ -27,26 +51,111 @@ class PosDatabase(dg.ConfigurableResource):
 
 
 class SyncDatabase(dg.ConfigurableResource):
-    """The pipeline's own database: staged records, ledger, quarantine, rate-limit log (SYNC_DATABASE_URL)."""
+    """The pipeline's own database: staged records, ledger, quarantine, rate-limit log (SYNC_DATABASE_URL), and the
+    thresholds its checks hold the staged records to."""
 
     url: str = Field(description="SQLAlchemy URL of the sync database (SYNC_DATABASE_URL).")
     timezone: str = Field(description="IANA time zone of the business day (POS_TIMEZONE).")
+    quarantine_max_rate: float = Field(description="QUARANTINE_MAX_RATE: the most a window may quarantine.")
+    quarantine_min_records: int = Field(description="QUARANTINE_MIN_RECORDS: the rate check's floor.")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        fields: dict[str, Any] = {
+            "url": _secret_url("SYNC_DATABASE_URL", settings.sync_database_url),
+            "timezone": settings.pos_timezone,
+            "quarantine_max_rate": settings.quarantine_max_rate,
+            "quarantine_min_records": settings.quarantine_min_records,
+        }
+        return cls(**{**fields, **overrides})
 
     def store(self) -> SyncStore:
         return SyncStore(self.url, self.timezone)
 
 
-def _url(name: str, default: str) -> str | dg.EnvVar:
-    # A production URL can carry a password: when set, it is read at launch through EnvVar and stays out of the UI.
-    return dg.EnvVar(name) if os.environ.get(name) else default
+class AiqResource(dg.ConfigurableResource):
+    """AIQ (Alpine IQ) for one account: rate-limited, retrying clients that share the account's request budget.
+
+    The API key is excluded from the resource's repr, str and ``model_dump()``.
+    """
+
+    api_key: str = Field(repr=False, exclude=True, description="AIQ API key; wire it as dg.EnvVar('AIQ_API_KEY').")
+    base_url: str = Field(description="AIQ API base URL (AIQ_BASE_URL).")
+    uid: str = Field(description="AIQ account id (AIQ_UID).")
+    requests_per_second: int
+    requests_per_minute: int
+    requests_per_hour: int
+    rate_limit_margin_seconds: float = Field(
+        description="Extra time each send counts in the rate windows (AIQ_RATE_LIMIT_MARGIN_SECONDS)."
+    )
+    batch_size_sales: int
+    batch_size_members: int
+    batch_size_inventory: int
+    timeout_seconds: float
+    max_attempts: int
+    max_retry_seconds: float
+    max_in_flight: int = Field(description="Batches kept at AIQ at once (AIQ_MAX_IN_FLIGHT).")
+    rate_limit_database_url: str = Field(
+        description="Database holding the account-wide rate limiter's send log (the sync database)."
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        """The resource as the settings describe it; the key is ``dg.EnvVar("AIQ_API_KEY")`` unless given."""
+        fields: dict[str, Any] = {
+            "api_key": dg.EnvVar("AIQ_API_KEY"),
+            "base_url": settings.aiq_base_url,
+            "uid": settings.aiq_uid,
+            "requests_per_second": settings.aiq_requests_per_second,
+            "requests_per_minute": settings.aiq_requests_per_minute,
+            "requests_per_hour": settings.aiq_requests_per_hour,
+            "rate_limit_margin_seconds": settings.aiq_rate_limit_margin_seconds,
+            "batch_size_sales": settings.aiq_batch_size_sales,
+            "batch_size_members": settings.aiq_batch_size_members,
+            "batch_size_inventory": settings.aiq_batch_size_inventory,
+            "timeout_seconds": settings.aiq_timeout_seconds,
+            "max_attempts": settings.aiq_max_attempts,
+            "max_retry_seconds": settings.aiq_max_retry_seconds,
+            "max_in_flight": settings.aiq_max_in_flight,
+            "rate_limit_database_url": _secret_url("SYNC_DATABASE_URL", settings.sync_database_url),
+        }
+        return cls(**{**fields, **overrides})
+
+    @property
+    def account(self) -> str:
+        """The rate budget's and the ledger's name: one per AIQ account, whatever process or run uses it."""
+        return f"{self.base_url.rstrip('/')}|{self.uid}"
+
+    @contextmanager
+    def open_client(self) -> Iterator[AiqClient]:
+        """A client for this account; its connections and the limiter's are released when the block ends."""
+        with AccountRateLimiter(
+            self.rate_limit_database_url,
+            self.account,
+            per_second=self.requests_per_second,
+            per_minute=self.requests_per_minute,
+            per_hour=self.requests_per_hour,
+            margin_seconds=self.rate_limit_margin_seconds,
+        ) as limiter, AiqClient(
+            self.base_url,
+            self.api_key,
+            self.uid,
+            limiter,
+            batch_size_sales=self.batch_size_sales,
+            batch_size_members=self.batch_size_members,
+            batch_size_inventory=self.batch_size_inventory,
+            timeout=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            max_retry_seconds=self.max_retry_seconds,
+            max_in_flight=self.max_in_flight,
+        ) as client:
+            yield client
 
 
-def database_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Every resource of the code location, from the settings read once at load."""
     return {
-        "pos": PosDatabase(
-            url=_url("POS_DATABASE_URL", settings.pos_database_url),
-            queries_file=str(settings.pos_queries_file) if settings.pos_queries_file else None,
-            chunk_size=settings.extract_chunk_size,
-        ),
-        "sync": SyncDatabase(url=_url("SYNC_DATABASE_URL", settings.sync_database_url), timezone=settings.pos_timezone),
+        "pos": PosDatabase.from_settings(settings),
+        "sync": SyncDatabase.from_settings(settings),
+        "aiq": AiqResource.from_settings(settings),
     }

@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from aiq_pipelines.sync.engines import engine_for
+from aiq_pipelines.db.engines import engine_for
 
 FIRST_NAMES = [
     "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William",

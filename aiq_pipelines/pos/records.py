@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from aiq_pipelines.db.hashing import digest
+from aiq_pipelines.pos.times import as_utc
 
 RECONCILE_TOLERANCE = Decimal("0.01")
 
@@ -26,14 +28,7 @@ Quantity = Decimal
 OptionalText = Annotated[str | None, AfterValidator(lambda v: v.strip() or None if isinstance(v, str) else v)]
 
 
-def _as_utc(value: dt.datetime) -> dt.datetime:
-    """POS timestamps are UTC; naive values are read as UTC, aware ones converted."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
-
-
-UtcDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+UtcDatetime = Annotated[dt.datetime, AfterValidator(as_utc)]  # POS timestamps are UTC; naive values mean UTC
 
 
 class RecordRejected(ValueError):
@@ -50,7 +45,7 @@ class _Record(BaseModel):
 
     def content_hash(self) -> str:
         """A stable digest of the record's content, used to tell changed records from unchanged ones."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+        return digest(self.model_dump_json())
 
 
 class TransactionLine(_Record):

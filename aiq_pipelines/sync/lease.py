@@ -24,22 +24,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from aiq_pipelines.sync.engines import create_tables
-from aiq_pipelines.sync.staging import metadata
+from aiq_pipelines.sync.schema import push_leases
 
 LEASE_SECONDS = 15.0
 POLL_SECONDS = 0.5
-
-push_leases = sa.Table(
-    "aiq_push_leases",
-    metadata,
-    sa.Column("account", sa.String, primary_key=True),
-    sa.Column("holder", sa.String, nullable=False),  # the Dagster run id
-    sa.Column("host", sa.String, nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),  # unix seconds
-)
-
 
 def _process_gone(row: Any) -> bool:
     """Whether the holder ran on this host and its process no longer exists."""
@@ -62,7 +50,6 @@ class _Lease:
         self.log = log
         self.seconds = seconds
         self.mine = push_leases.c.account == account
-        create_tables(engine, metadata, [push_leases])
 
     def _row(self) -> dict[str, Any]:
         return {"account": self.account, "holder": self.holder, "host": socket.gethostname(), "pid": os.getpid(),

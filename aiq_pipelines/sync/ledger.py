@@ -10,32 +10,16 @@ and the ``piis`` search need (the sync database is the one place personal data i
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from aiq_pipelines.sync.engines import create_tables, execute_with_lists
-from aiq_pipelines.sync.staging import metadata, upsert
-
-aiq_ledger = sa.Table(
-    "aiq_ledger",
-    metadata,
-    sa.Column("account", sa.String, primary_key=True),
-    sa.Column("entity", sa.String, primary_key=True),  # sale | persona | inventory
-    sa.Column("record_key", sa.String, primary_key=True),
-    sa.Column("payload_hash", sa.String(64), nullable=False),
-    sa.Column("source_hash", sa.String(64), nullable=False),
-    sa.Column("profile_hash", sa.String(64)),  # personas: the payload without phone and email
-    sa.Column("sent_phone", sa.String),
-    sa.Column("sent_email", sa.String),
-    sa.Column("contact_id", sa.String),
-    sa.Column("src_id", sa.String),
-    sa.Column("acked_at", sa.DateTime, nullable=False),
-    sa.Column("run_id", sa.String, nullable=False),
-)
+from aiq_pipelines.db.statements import execute_with_lists, upsert
+from aiq_pipelines.pos.entity import Entity
+from aiq_pipelines.pos.times import utc_now
+from aiq_pipelines.sync.schema import aiq_ledger
 
 
 class LedgerEntry(NamedTuple):
@@ -71,9 +55,8 @@ class Ledger:
     def __init__(self, engine: sa.Engine, account: str):
         self.engine = engine
         self.account = account
-        create_tables(engine, metadata, [aiq_ledger])
 
-    def _rows(self, entity: str, keys: Iterable[str], *columns: sa.Column) -> Iterator[sa.Row]:
+    def _rows(self, entity: Entity, keys: Iterable[str], *columns: sa.Column) -> Iterator[sa.Row]:
         """The ledger rows of ``keys`` (``columns`` of them), read 500 keys a query."""
         keys = list(set(keys))
         if not keys:
@@ -81,29 +64,29 @@ class Ledger:
         query = _rows_query(tuple(column.name for column in columns))
         with self.engine.connect() as conn:
             for start in range(0, len(keys), 500):
-                yield from execute_with_lists(conn, query, {"account": self.account, "entity": entity,
+                yield from execute_with_lists(conn, query, {"account": self.account, "entity": str(entity),
                                                             "keys": keys[start : start + 500]})
 
-    def entries(self, entity: str, keys: Iterable[str]) -> dict[str, LedgerEntry]:
+    def entries(self, entity: Entity, keys: Iterable[str]) -> dict[str, LedgerEntry]:
         columns = [aiq_ledger.c[name] for name in LedgerEntry._fields]
         return {row[0]: LedgerEntry._make(row) for row in self._rows(entity, keys, *columns)}
 
-    def known(self, entity: str, keys: Iterable[str]) -> set[str]:
+    def known(self, entity: Entity, keys: Iterable[str]) -> set[str]:
         """Those of ``keys`` AIQ has acknowledged, whatever their payload: a key-only read of ``entries``."""
         return {key for (key,) in self._rows(entity, keys, aiq_ledger.c.record_key)}
 
-    def acknowledge(self, conn: sa.Connection, entity: str, entries: Sequence[LedgerEntry], run_id: str) -> None:
+    def acknowledge(self, conn: sa.Connection, entity: Entity, entries: Sequence[LedgerEntry], run_id: str) -> None:
         """Record entries AIQ acknowledged (call inside the transaction that also clears their quarantine)."""
         if not entries:
             return
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = utc_now()
         rows: list[dict[str, Any]] = [
-            {**entry._asdict(), "account": self.account, "entity": entity, "acked_at": now, "run_id": run_id}
+            {**entry._asdict(), "account": self.account, "entity": str(entity), "acked_at": now, "run_id": run_id}
             for entry in entries
         ]
         upsert(conn, aiq_ledger, rows)
 
-    def refresh_source_hashes(self, entity: str, changes: Sequence[tuple[str, str]]) -> None:
+    def refresh_source_hashes(self, entity: Entity, changes: Sequence[tuple[str, str]]) -> None:
         """Point unchanged payloads at the staged record they now come from (no request to AIQ involved)."""
         if not changes:
             return
@@ -119,7 +102,7 @@ class Ledger:
                 [{"key": key, "hash": source_hash} for key, source_hash in changes],
             )
 
-    def count(self, entity: str) -> int:
+    def count(self, entity: Entity) -> int:
         with self.engine.connect() as conn:
             return conn.scalar(
                 sa.select(sa.func.count()).select_from(aiq_ledger).where(

@@ -17,20 +17,19 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq.client import (
+from aiq_pipelines.aiq.bulk import SENDING_SWITCH_INTERVAL
+from aiq_pipelines.aiq.client import AiqClient, MemberAck
+from aiq_pipelines.aiq.errors import (
     AiqAccountError,
     AiqAuthError,
-    AiqClient,
     AiqContactNotFoundError,
     AiqRefusedError,
     AiqUnavailableError,
-    SENDING_SWITCH_INTERVAL,
-    MemberAck,
-    redact_personal_data,
-    _retry_after_seconds,
 )
 from aiq_pipelines.aiq.payloads import CustomAttr, InventoryPayloadItem, Member, PersonaOverride, Visit, VisitLine
 from aiq_pipelines.aiq.ratelimit import SEND_LOG, AccountRateLimiter, Send
+from aiq_pipelines.aiq.redaction import redact_personal_data
+from aiq_pipelines.aiq.transport import retry_after_seconds
 from aiq_pipelines_tests.sandbox_support import Sandbox
 
 GENEROUS = {"per_second": 1000, "per_minute": 100_000, "per_hour": 1_000_000}
@@ -175,7 +174,7 @@ def test_threads_hand_over_promptly_while_batches_are_in_flight_and_as_before_af
         delivered = sum(len(outcome.accepted) for outcome in client.send_sales(source()))
 
     assert delivered == 150
-    assert set(seen) == {min(before, SENDING_SWITCH_INTERVAL)} and SENDING_SWITCH_INTERVAL < before
+    assert set(seen) == {min(before, SENDING_SWITCH_INTERVAL)} and before > SENDING_SWITCH_INTERVAL
     assert sys.getswitchinterval() == before
 
 
@@ -310,7 +309,7 @@ def test_the_limiter_keeps_the_client_within_the_account_limits(
     log = api_requests(sandbox)
     assert len(log) == 10 and all(r["status"] == 200 for r in log)
     arrivals = [r["received_at"] for r in log]
-    assert all(later - earlier >= 1.0 for earlier, later in zip(arrivals, arrivals[3:]))
+    assert all(later - earlier >= 1.0 for earlier, later in zip(arrivals, arrivals[3:], strict=False))
 
 
 def test_a_request_that_leaves_late_is_counted_from_when_it_left(
@@ -336,11 +335,11 @@ def test_a_request_that_leaves_late_is_counted_from_when_it_left(
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
-    assert _retry_after_seconds("3") == 3.0
+    assert retry_after_seconds("3") == 3.0
     in_ten = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=10)
-    assert 8 <= (_retry_after_seconds(in_ten.strftime("%a, %d %b %Y %H:%M:%S GMT")) or 0) <= 10
-    assert _retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    assert _retry_after_seconds("soon") is None and _retry_after_seconds(None) is None
+    assert 8 <= (retry_after_seconds(in_ten.strftime("%a, %d %b %Y %H:%M:%S GMT")) or 0) <= 10
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,9 @@ from aiq_pipelines.defs.automation import (
 )
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.resources import PosDatabase
-from aiq_pipelines.pos.source import PosQueryError, PosSource
+from aiq_pipelines.pos.queries import PosQueryError
+from aiq_pipelines.pos.source import PosSource
+from aiq_pipelines.settings import load_settings
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +55,7 @@ class Tick:
 
 def tick(pos_url: str, cursor: str | None = None, queries_file: Path | None = None) -> Tick:
     """One sensor evaluation on a fresh instance, as after a restart of the daemon."""
-    pos = PosDatabase(url=pos_url, queries_file=str(queries_file) if queries_file else None)
+    pos = PosDatabase.from_settings(load_settings(), url=pos_url, queries_file=str(queries_file) if queries_file else None)
     with dg.DagsterInstance.ephemeral() as instance:
         context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"pos": pos})
         result = pos_change_sensor(context)

@@ -14,12 +14,14 @@ from aiq_pipelines.definitions import defs
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
-from aiq_pipelines.pos.source import TRANSACTIONS_SQL
-from aiq_pipelines.sync.staging import quarantine, staged_transactions
+from aiq_pipelines.pos.queries import TRANSACTIONS_SQL
+from aiq_pipelines.settings import load_settings
+from aiq_pipelines.sync.schema import quarantine, staged_transactions
 
 
 def resources(pos_url: str, sync_url: str) -> dict:
-    return {"pos": PosDatabase(url=pos_url, chunk_size=500), "sync": SyncDatabase(url=sync_url, timezone="America/Denver")}
+    return {"pos": PosDatabase.from_settings(load_settings(), url=pos_url, chunk_size=500),
+            "sync": SyncDatabase.from_settings(load_settings(), url=sync_url)}
 
 
 def pos_receipts_in_local_day(pos_url: str, day: str) -> list[str]:
@@ -33,7 +35,8 @@ def pos_receipts_in_local_day(pos_url: str, day: str) -> list[str]:
 
 def staged(sync_url: str) -> dict[str, dt.date]:
     with sa.create_engine(sync_url).connect() as conn:
-        return {k: v for k, v in conn.execute(sa.select(staged_transactions.c.transaction_id, staged_transactions.c.business_date))}
+        query = sa.select(staged_transactions.c.transaction_id, staged_transactions.c.business_date)
+        return {k: v for k, v in conn.execute(query)}
 
 
 def test_definitions_load_with_descriptions_groups_and_kinds():
@@ -62,8 +65,8 @@ def test_a_demo_day_stages_exactly_that_local_days_receipts(demo_pos_url, sync_u
     metadata = materialization.metadata
     assert metadata["dagster/row_count"].value == len(expected)
     assert metadata["quarantined"].value == 0
-    assert metadata["window_start"].value == "2026-03-09T00:00:00-06:00"
-    assert metadata["window_end"].value == "2026-03-10T00:00:00-06:00"
+    assert metadata["window_start"] == dg.MetadataValue.timestamp(dt.datetime.fromisoformat("2026-03-09T00:00:00-06:00"))
+    assert metadata["window_end"] == dg.MetadataValue.timestamp(dt.datetime.fromisoformat("2026-03-10T00:00:00-06:00"))
     assert metadata["quarantine_reasons"].value == "No records quarantined."
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"unique_keys": True, "within_window": True, "quarantine_rate": True, "none_outside_partitions": True}
@@ -133,8 +136,8 @@ def run_with_transactions_query(tmp_path, pos_url: str, sync_url: str, sql: str)
     """pos_transactions for 2026-06-10 with ``sql`` as the POS_QUERIES_FILE's transactions query."""
     queries = tmp_path / "q.yaml"
     queries.write_text("transactions: |\n" + "".join(f"  {line}\n" for line in sql.splitlines()))
-    res = {"pos": PosDatabase(url=pos_url, queries_file=str(queries)),
-           "sync": SyncDatabase(url=sync_url, timezone="America/Denver")}
+    res = {"pos": PosDatabase.from_settings(load_settings(), url=pos_url, queries_file=str(queries)),
+           "sync": SyncDatabase.from_settings(load_settings(), url=sync_url)}
     with dg.instance_for_test() as instance:
         return dg.materialize([pos_transactions], resources=res, partition_key="2026-06-10", instance=instance,
                               raise_on_error=False)

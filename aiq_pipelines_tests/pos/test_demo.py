@@ -33,7 +33,8 @@ def test_same_seed_same_data_other_seed_other_data(tmp_path, demo_pos_url):
 
 def test_sales_follow_the_volume_and_shape_asked_for(demo_pos_url):
     tz = zoneinfo.ZoneInfo("America/Denver")
-    sales = rows(demo_pos_url, "SELECT transaction_id, location_id, transaction_at, customer_id, is_return, is_void FROM transactions")
+    sales = rows(demo_pos_url, "SELECT transaction_id, location_id, transaction_at, customer_id, is_return, is_void "
+                               "FROM transactions")
     per_day_store = Counter()
     hours = Counter()
     for _, store, at, *_ in sales:

@@ -13,9 +13,9 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.sync.engines import engine_for
-from aiq_pipelines.sync.ledger import aiq_ledger
-from aiq_pipelines.sync.staging import SyncStore, staged_transactions
+from aiq_pipelines.db.engines import engine_for
+from aiq_pipelines.sync.schema import aiq_ledger, staged_transactions
+from aiq_pipelines.sync.store import SyncStore
 from aiq_pipelines_tests.sync.test_push import local, members_by_user, sales_by_id
 
 DAYS = ("2026-06-01", "2026-06-03")
@@ -25,11 +25,13 @@ RUN_SCRIPT = textwrap.dedent("""
     import dagster as dg
     from aiq_pipelines_tests.sync.test_push import DAILY, aiq_resource
     from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+    from aiq_pipelines.settings import load_settings
     from aiq_pipelines_tests.sandbox_support import Sandbox
 
     pos_url, sync_url, base_url, api_key, uid, gate, first, last, times = sys.argv[1:10]
     sandbox = Sandbox(base_url=base_url, api_key=api_key, uid=uid, db_path=None, log_path=None)
-    resources = {"pos": PosDatabase(url=pos_url), "sync": SyncDatabase(url=sync_url, timezone="America/Denver"),
+    resources = {"pos": PosDatabase.from_settings(load_settings(), url=pos_url),
+                 "sync": SyncDatabase.from_settings(load_settings(), url=sync_url),
                  "aiq": aiq_resource(sandbox, sync_url, batch_size_sales=10, batch_size_members=10)}
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     pathlib.Path(times + ".ready").touch()

@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines.pos import demo
-from aiq_pipelines.sync.engines import engine_for
-from aiq_pipelines.sync.ledger import aiq_ledger
+from aiq_pipelines.sync.schema import aiq_ledger
 from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS
 from aiq_pipelines_tests.sync.test_push import sales_by_id
 

@@ -6,7 +6,7 @@ import multiprocessing
 import sqlalchemy as sa
 
 from aiq_pipelines.aiq.ratelimit import SEND_LOG
-from aiq_pipelines.sync.engines import engine_for
+from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines_tests.aiq.test_ratelimit import (
     PER_MINUTE,
     PER_SECOND,

@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 from dagster_graphql import DagsterGraphQLClient
 
+from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines.pos import demo
-from aiq_pipelines.sync.engines import engine_for
 from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS, free_port
 from aiq_pipelines_tests.sync.test_push import sales_by_id
 
@@ -72,7 +72,7 @@ def wait_until_loaded(client: DagsterGraphQLClient, url: str, processes: list[su
 
 def test_the_services_run_queued_runs_of_a_day_one_after_the_other(tmp_path, dagster_home, pg_server, pg_database,
                                                                    sandbox):
-    home, dagster_env = dagster_home
+    _home, dagster_env = dagster_home
     pos_url, sync_url = pg_database("pos", driver="postgresql"), pg_database("sync", driver="postgresql")
     demo.generate(pos_url, demo.DemoOptions(days=3, stores=1, min_sales=6, max_sales=10, end_date=dt.date(2026, 5, 3),
                                             products=20), now=dt.datetime(2026, 11, 25, tzinfo=dt.UTC))

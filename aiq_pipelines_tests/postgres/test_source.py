@@ -11,14 +11,19 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq import mapping
+from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines.pos import demo
+from aiq_pipelines.pos.entity import Entity
+from aiq_pipelines.pos.queries import PosQueryError
 from aiq_pipelines.pos.records import InventoryItem, Persona, Transaction
-from aiq_pipelines.pos.source import PosQueryError, PosSource
-from aiq_pipelines.sync.engines import engine_for
-from aiq_pipelines.sync.staging import SyncStore, quarantine, staged_inventory, staged_personas, staged_transactions
+from aiq_pipelines.pos.source import PosSource
+from aiq_pipelines.sync import mapping
+from aiq_pipelines.sync.schema import quarantine, staged_inventory, staged_personas, staged_transactions
+from aiq_pipelines.sync.store import SyncStore
 from aiq_pipelines_tests.conftest import DEMO_OPTIONS
-from aiq_pipelines_tests.pos.test_staging import (
+from aiq_pipelines_tests.pos_factory import PosFactory
+from aiq_pipelines_tests.postgres_support import PostgresServer
+from aiq_pipelines_tests.sync.test_extract import (
     assert_a_kept_table_gets_the_indexes_it_lacks,
     assert_a_staging_table_without_an_index_is_rebuilt,
     assert_an_older_staging_layout_is_rebuilt,
@@ -28,8 +33,6 @@ from aiq_pipelines_tests.pos.test_staging import (
     staged_ids,
     window,
 )
-from aiq_pipelines_tests.pos_factory import PosFactory
-from aiq_pipelines_tests.postgres_support import PostgresServer
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
 
@@ -208,10 +211,10 @@ def test_sales_and_customers_dated_outside_every_partition_are_quarantined(pos, 
 
     reports = {entity: store.quarantine_strays(source, entity, first_start.replace(tzinfo=dt.UTC),
                                                last_end.replace(tzinfo=dt.UTC), run_id="r1")
-               for entity in ("transactions", "personas")}
+               for entity in (Entity.TRANSACTION, Entity.PERSONA)}
 
     assert {e: sorted(k for ks in r.example_keys.values() for k in ks) for e, r in reports.items()} == {
-        "transactions": ["clock-reset", "dated-2099"], "personas": ["C-2099"]}
+        Entity.TRANSACTION: ["clock-reset", "dated-2099"], Entity.PERSONA: ["C-2099"]}
     assert {row["record_key"]: row["business_date"] for row in store.quarantined("transaction")} == {
         "clock-reset": dt.date(1969, 12, 31), "dated-2099": dt.date(2099, 1, 1)}
 
@@ -245,7 +248,7 @@ def test_an_unreadable_pos_fails_clearly_keeps_staging_and_hides_the_password(pg
     store.stage_transactions(PosSource(url), *window("2026-06-10"), run_id="r1")
     pos.execute("ALTER TABLE transactions RENAME TO transactions_gone")
 
-    with pytest.raises(PosQueryError, match="cannot read transactions from the POS database.*does not exist") as error:
+    with pytest.raises(PosQueryError, match=r"cannot read transactions from the POS database.*does not exist") as error:
         store.stage_transactions(PosSource(url), *window("2026-06-10"), run_id="r2")
     assert "s3cret-pw" not in str(error.value) and "***" in str(error.value)
     assert staged_ids(store) == ["A"], "a failed extract leaves the previous staging in place"

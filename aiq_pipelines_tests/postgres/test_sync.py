@@ -9,9 +9,8 @@ import time
 
 import sqlalchemy as sa
 
-from aiq_pipelines.sync.engines import engine_for
-from aiq_pipelines.sync.ledger import aiq_ledger
-from aiq_pipelines.sync.staging import quarantine
+from aiq_pipelines.db.engines import engine_for
+from aiq_pipelines.sync.schema import aiq_ledger, quarantine
 from aiq_pipelines_tests.sync.test_push import (
     CRASH_SCRIPT,
     checks,
@@ -84,7 +83,7 @@ def test_a_backfill_on_postgresql_delivers_the_valid_records_and_a_rerun_sends_n
     for asset in ("aiq_personas", "aiq_sales"):
         meta = metadata(again, asset)
         assert (meta["sent"], meta["aiq_requests"]) == (0, 0)
-        assert meta["unchanged"] + meta.get("voided_unsent", 0) == meta["extracted"] > 0
+        assert meta["unchanged"] + meta.get("voided_unsent", 0) == meta["staged"] > 0
     assert all(checks(again).values())
 
 

@@ -24,9 +24,9 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq.resource import AiqResource
-from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
-from aiq_pipelines.sync.ledger import aiq_ledger
+from aiq_pipelines.defs.resources import AiqResource, PosDatabase, SyncDatabase
+from aiq_pipelines.settings import load_settings
+from aiq_pipelines.sync.schema import aiq_ledger
 from aiq_pipelines_tests.pos_factory import PosFactory
 from aiq_pipelines_tests.sync.test_push import DENVER, local, materialize
 
@@ -200,7 +200,7 @@ def aiq_resource(base_url: str, uid: str, sync_url: str, **overrides: Any) -> Ai
         timeout_seconds=5, max_attempts=4, max_retry_seconds=30, batch_size_sales=10, batch_size_members=10,
         **GENEROUS_CLIENT_LIMITS,
     )
-    return AiqResource(**{**options, **overrides})
+    return AiqResource.from_settings(load_settings(), **{**options, **overrides})
 
 
 def run_sync(
@@ -209,8 +209,9 @@ def run_sync(
 ) -> dg.ExecuteInProcessResult:
     """Materialize the daily assets (or the ``assets`` named) for local days [first, last] in one run, as a single-run
     backfill does."""
-    resources = {"pos": PosDatabase(url=pos_url, queries_file=str(queries_file) if queries_file else None),
-                 "sync": SyncDatabase(url=sync_url, timezone="America/Denver"), "aiq": aiq}
+    resources = {"pos": PosDatabase.from_settings(load_settings(), url=pos_url,
+                                                   queries_file=str(queries_file) if queries_file else None),
+                 "sync": SyncDatabase.from_settings(load_settings(), url=sync_url), "aiq": aiq}
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     return materialize(assets, resources=resources, instance=instance, tags=tags)
 

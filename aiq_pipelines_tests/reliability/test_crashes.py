@@ -8,7 +8,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.sync.staging import SyncStore, staged_transactions
+from aiq_pipelines.sync.schema import staged_transactions
+from aiq_pipelines.sync.store import SyncStore
 from aiq_pipelines_tests.reliability.support import (
     aiq_hashes,
     aiq_resource,

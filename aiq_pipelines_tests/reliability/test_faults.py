@@ -1,17 +1,18 @@
 """AIQ misbehaving (every fault at once) and AIQ down: nothing lost, retries bounded and counted, clear failures."""
 
+import itertools
 import time
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.sync.ledger import aiq_ledger
-from aiq_pipelines.sync.staging import SyncStore
+from aiq_pipelines.sync.schema import aiq_ledger
+from aiq_pipelines.sync.store import SyncStore
 from aiq_pipelines_tests.reliability.support import (
+    aiq_resource,
     assert_aiq_holds,
     assert_ledger_true,
-    aiq_resource,
     expected_members,
     expected_sales,
     stock_week,
@@ -60,7 +61,7 @@ def test_a_week_backfill_through_every_fault_at_once_delivers_exactly_the_pos(po
     assert longest <= PATIENT_CLIENT["max_retry_seconds"] + LIMITER_BOOKKEEPING_SECONDS
     assert all(a[-1]["status"] == 200 for a in requests), "each request ended accepted"
     for attempts in requests:
-        for throttled, retry in zip(attempts, attempts[1:]):
+        for throttled, retry in itertools.pairwise(attempts):
             if throttled["status"] == 429:
                 assert retry["received_at"] - throttled["received_at"] >= FAULTS["retry_after"] - 0.05, "Retry-After"
     counted = [metadata(result, asset) for asset in ("aiq_personas", "aiq_sales")]
@@ -107,7 +108,7 @@ def test_aiq_down_for_the_whole_run_fails_soon_saying_so_and_the_next_run_comple
     error = step_failure(down, "aiq_push")
     assert error.cause is not None and error.cause.cause is None and error.cause.context is None, "one error, no chain"
     message = error.cause.message
-    assert message.startswith("aiq_pipelines.aiq.client.AiqUnavailableError: AIQ is unreachable"), message
+    assert message.startswith("aiq_pipelines.aiq.errors.AiqUnavailableError: AIQ is unreachable"), message
     assert sandbox.base_url in message and "failed 4 attempts" in message and "AIQ_BASE_URL" in message
     assert "RetryError" not in message and "tenacity" not in "".join(error.cause.stack)
     assert ledger_rows(sync_url) == marked_sent, "nothing more is marked sent"

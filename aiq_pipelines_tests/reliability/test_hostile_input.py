@@ -19,8 +19,8 @@ import dagster as dg
 import sqlalchemy as sa
 import yaml
 
-from aiq_pipelines.pos.source import PERSONAS_BY_ID_SQL, PERSONAS_SQL, TRANSACTIONS_SQL
-from aiq_pipelines.sync.staging import quarantine, staged_transactions
+from aiq_pipelines.pos.queries import PERSONAS_BY_ID_SQL, PERSONAS_SQL, TRANSACTIONS_SQL
+from aiq_pipelines.sync.schema import quarantine, staged_transactions
 from aiq_pipelines_tests.pos_factory import PosFactory
 from aiq_pipelines_tests.reliability.support import (
     aiq_resource,
@@ -226,7 +226,7 @@ def test_hostile_records_are_each_sent_normalized_or_quarantined_with_a_reason(t
                                        ("pos_personas", customers, "aiq_personas", people)):
         staged, pushed = metadata(result, extract), metadata(result, push)
         assert staged["extracted"] == staged["dagster/row_count"] + staged["quarantined"] == rows, extract
-        assert pushed["extracted"] == staged["dagster/row_count"] == pushed["sent"] == len(holds), push
+        assert pushed["staged"] == staged["dagster/row_count"] == pushed["sent"] == len(holds), push
     assert metadata(result, "aiq_personas")["left_out_text_truncated"] == 1
     strays = {"pos_transactions": 4, "pos_personas": 2}  # the cases dated where no partition reads them
     for extract, count in strays.items():
@@ -285,7 +285,7 @@ def test_hostile_products_are_each_sent_normalized_or_quarantined_with_a_reason(
     assert {f"G-{n:03d}" for n in range(200)} | {"P1", "P2"} <= set(items), "every ordinary product"
     extract, push = metadata(result, "pos_inventory"), metadata(result, "aiq_inventory")
     assert extract["extracted"] == extract["dagster/row_count"] + extract["quarantined"] == 2 + 200 + len(INVENTORY_CASES)
-    assert push["sent"] + push["quarantined"] == push["extracted"] == extract["dagster/row_count"]
+    assert push["sent"] + push["quarantined"] == push["staged"] == extract["dagster/row_count"]
     assert all(checks(result).values()), checks(result)
 
 
@@ -334,7 +334,7 @@ def test_a_pos_gone_fails_the_run_saying_so_keeps_the_staging_and_the_next_run_c
     [error] = [e.step_failure_data.error for e in failed.all_events
                if e.event_type == dg.DagsterEventType.STEP_FAILURE and e.step_key == "pos_transactions"]
     assert error.cause.message.startswith(
-        f"aiq_pipelines.pos.source.PosQueryError: cannot read transactions from the POS database (sqlite:///{gone})")
+        f"aiq_pipelines.pos.queries.PosQueryError: cannot read transactions from the POS database (sqlite:///{gone})")
     assert staged_sale_ids(sync_url) == staged, "a failed extract replaces nothing"
     assert len(sandbox.requests()) == requests, "nothing was pushed"
     again = sync_once(pos.url, sync_url, aiq)

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from aiq_pipelines.sync.engines import engine_for
-from aiq_pipelines.sync.lease import LEASE_SECONDS, push_lease, push_leases
+from aiq_pipelines.db.engines import engine_for
+from aiq_pipelines.sync.lease import LEASE_SECONDS, push_lease
+from aiq_pipelines.sync.schema import ensure_schema, push_leases
 from aiq_pipelines_tests.postgres_support import pg_database, pg_server  # noqa: F401 (fixtures)
 from aiq_pipelines_tests.reliability.support import REPO
 
@@ -20,7 +21,7 @@ ACCOUNT = "http://127.0.0.1:8765|sandbox"
 DEADLINE_SECONDS = 60
 HOLDER = textwrap.dedent("""
     import logging, sys
-    from aiq_pipelines.sync.engines import engine_for
+    from aiq_pipelines.db.engines import engine_for
     from aiq_pipelines.sync.lease import push_lease
 
     url, account, seconds = sys.argv[1:4]
@@ -45,9 +46,11 @@ class Recorder(logging.Handler):
 @pytest.fixture(params=["sqlite", "postgresql"])
 def sync_url(request: pytest.FixtureRequest, tmp_path) -> str:
     """The sync database the lease lives in: a SQLite file, or a database on the PostgreSQL test server."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'sync.db'}"
-    return request.getfixturevalue("pg_database")("lease")
+    url = f"sqlite:///{tmp_path / 'sync.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_database")(
+        "lease"
+    )
+    ensure_schema(engine_for(url))  # as every run's SyncStore does before it pushes
+    return url
 
 
 @pytest.fixture

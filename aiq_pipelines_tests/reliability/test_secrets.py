@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.sync.ledger import aiq_ledger
+from aiq_pipelines.sync.schema import aiq_ledger
 from aiq_pipelines_tests.reliability.support import API_KEY, aiq_resource, stock_week, sync_once
 from aiq_pipelines_tests.sync.test_push import local, metadata
 
@@ -40,7 +40,7 @@ def sqlite_values(path: Path, skip: set[tuple[str, str]] = frozenset()) -> Itera
             cursor = db.execute(f'SELECT * FROM "{table}"')
             columns = [c[0] for c in cursor.description]
             for row in cursor:
-                for column, value in zip(columns, row):
+                for column, value in zip(columns, row, strict=True):
                     if (table, column) not in skip and value is not None:
                         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
                         yield f"{path.name}:{table}.{column}", text

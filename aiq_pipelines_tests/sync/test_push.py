@@ -17,13 +17,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq.resource import AiqResource
 from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
-from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
-from aiq_pipelines.sync.ledger import aiq_ledger
+from aiq_pipelines.defs.resources import AiqResource, PosDatabase, SyncDatabase
+from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.push import CUSTOMER_NOT_STAGED, WAITING_FOR_PERSONA
-from aiq_pipelines.sync.staging import quarantine, staged_personas, staged_sale_customers
+from aiq_pipelines.sync.schema import aiq_ledger, quarantine, staged_personas, staged_sale_customers
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
 DAILY = [pos_transactions, pos_personas, aiq_push]
@@ -38,13 +37,14 @@ def aiq_resource(sandbox, sync_url: str, **overrides) -> AiqResource:
     options = dict(api_key=sandbox.api_key, base_url=sandbox.base_url, uid=sandbox.uid, rate_limit_database_url=sync_url,
                    requests_per_second=1000, requests_per_minute=60_000, requests_per_hour=1_000_000,
                    timeout_seconds=5, max_attempts=4, max_retry_seconds=30)
-    return AiqResource(**{**options, **overrides})
+    return AiqResource.from_settings(load_settings(), **{**options, **overrides})
 
 
 def sync(pos_url: str, sync_url: str, sandbox, first: str, last: str, assets: Sequence[str] | None = None,
          **aiq_options):
     """Materialize the daily assets (or the ``assets`` named) for [first, last] in one run, as a backfill does."""
-    resources = {"pos": PosDatabase(url=pos_url), "sync": SyncDatabase(url=sync_url, timezone="America/Denver"),
+    resources = {"pos": PosDatabase.from_settings(load_settings(), url=pos_url),
+                 "sync": SyncDatabase.from_settings(load_settings(), url=sync_url),
                  "aiq": aiq_resource(sandbox, sync_url, **aiq_options)}
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
     with dg.instance_for_test() as instance:
@@ -296,14 +296,14 @@ def test_a_second_run_sends_nothing(shop, sync_url, sandbox):
     for asset in ("aiq_personas", "aiq_sales"):
         meta = metadata(again, asset)
         assert (meta["sent"], meta["aiq_requests"]) == (0, 0)
-        assert meta["unchanged"] + meta.get("voided_unsent", 0) == meta["extracted"] > 0
+        assert meta["unchanged"] + meta.get("voided_unsent", 0) == meta["staged"] > 0
     assert all(checks(again).values())
 
 
 def statements_of_a_sync(shop, sync_url: str, sandbox) -> tuple[sa.Engine, list[tuple[str, object]]]:
     """The sync database's engine and every statement (with its parameters) a sync of three days ran on it."""
     statements: list[tuple[str, object]] = []
-    engine = SyncDatabase(url=sync_url, timezone="America/Denver").store().engine
+    engine = SyncDatabase.from_settings(load_settings(), url=sync_url).store().engine
     record = lambda conn, cursor, statement, parameters, context, many: statements.append((statement, parameters))  # noqa: E731
     sa.event.listen(engine, "before_cursor_execute", record)
     try:
@@ -359,7 +359,7 @@ def test_old_objects_sit_out_full_garbage_collections_in_extracts_and_pushes_onl
     # 0.86 s of the 100k extract.
     frozen_while: dict[str, set[bool]] = {}
     between: list[bool] = []
-    engine = SyncDatabase(url=sync_url, timezone="America/Denver").store().engine
+    engine = SyncDatabase.from_settings(load_settings(), url=sync_url).store().engine
 
     def record(conn, cursor, statement, parameters, context, many):
         table = "aiq_ledger" if "INTO aiq_ledger" in statement else "staged" if "INTO staged_" in statement else None
@@ -481,11 +481,13 @@ CRASH_SCRIPT = textwrap.dedent("""
     import dagster as dg
     from aiq_pipelines_tests.sync.test_push import DAILY, aiq_resource
     from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+    from aiq_pipelines.settings import load_settings
     from aiq_pipelines_tests.sandbox_support import Sandbox
 
     pos_url, sync_url, base_url, api_key, uid = sys.argv[1:6]
     sandbox = Sandbox(base_url=base_url, api_key=api_key, uid=uid, db_path=None, log_path=None)
-    resources = {"pos": PosDatabase(url=pos_url), "sync": SyncDatabase(url=sync_url, timezone="America/Denver"),
+    resources = {"pos": PosDatabase.from_settings(load_settings(), url=pos_url),
+                 "sync": SyncDatabase.from_settings(load_settings(), url=sync_url),
                  "aiq": aiq_resource(sandbox, sync_url, batch_size_sales=10, batch_size_members=10)}
     tags = {"dagster/asset_partition_range_start": "2026-06-01", "dagster/asset_partition_range_end": "2026-06-07"}
     with dg.instance_for_test() as instance:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import pytest
 
-from aiq_pipelines.aiq.sandbox.limits import FaultDraw, FaultOdds
 from aiq_pipelines_tests.reliability.support import (
     API_KEY,
     aiq_resource,
@@ -20,6 +19,7 @@ from aiq_pipelines_tests.reliability.support import (
     sync_once,
 )
 from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS, Sandbox
+from aiq_sandbox.limits import FaultDraw, FaultOdds
 
 SALES_BATCH = 5
 ODDS = FaultOdds(error_5xx=0.15)

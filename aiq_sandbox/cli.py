@@ -1,4 +1,4 @@
-"""``aiq-sandbox``: run the local AIQ stand-in (``python -m aiq_pipelines.aiq.sandbox`` works too)."""
+"""``aiq-sandbox``: run the local AIQ stand-in (``python -m aiq_sandbox`` works too)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
-from aiq_pipelines.aiq.sandbox.app import SandboxConfig, create_app, log
-from aiq_pipelines.aiq.sandbox.limits import FaultOdds
-from aiq_pipelines.aiq.sandbox.store import Store
-from aiq_pipelines.settings import DATA_DIR, DEFAULT_AIQ_BASE_URL, Settings
+from aiq_sandbox.app import SandboxConfig, create_app, log
+from aiq_sandbox.limits import FaultOdds
+from aiq_sandbox.store import Store
 
-_DEFAULT_URL = urlsplit(DEFAULT_AIQ_BASE_URL)
+# The sandbox is a package of its own and imports nothing from the pipelines; these repeat the pipelines' defaults
+# (the AIQ base URL, the data folder, the account id) so that both sides meet without any configuration.
+DEFAULT_URL = "http://127.0.0.1:8765"
+DATA_DIR = Path(os.environ.get("AIQ_PIPELINES_DATA_DIR", ".data"))
+DEFAULT_UID = "sandbox"
+
+_DEFAULT_URL = urlsplit(DEFAULT_URL)
 
 
 def _number(cast: Callable[[str], Any], low: float, high: float | None = None) -> Callable[[str], Any]:
@@ -51,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--db", type=Path, default=DATA_DIR / "sandbox.db",
         help="SQLite file holding the state; parent folders are created (default: %(default)s)")
     add("--api-key", help="API key clients must send in x-apikey (default: the AIQ_API_KEY environment variable)")
-    add("--uid", default=os.environ.get("AIQ_UID") or Settings.model_fields["aiq_uid"].default,
+    add("--uid", default=os.environ.get("AIQ_UID") or DEFAULT_UID,
         help="account id expected in every path (default: AIQ_UID, else %(default)s)")
     add("--per-second", type=count, default=5, help="account requests per sliding second (default: %(default)s)")
     add("--per-minute", type=count, default=120, help="account requests per sliding minute (default: %(default)s)")

@@ -30,11 +30,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from aiq_pipelines.aiq.sandbox import validation
-from aiq_pipelines.aiq.sandbox.limits import FaultDraw, FaultOdds, RateLimiter
-from aiq_pipelines.aiq.sandbox.store import Store
+from aiq_sandbox import validation
+from aiq_sandbox.limits import FaultDraw, FaultOdds, RateLimiter
+from aiq_sandbox.store import Store
 
-log = logging.getLogger("aiq_pipelines.aiq.sandbox")
+log = logging.getLogger("aiq_sandbox")
 
 _QUERY_KEY_NAMES = frozenset({"apikey", "xapikey", "key"})
 _PIIS_DEFAULT_LIMIT = 25  # [assumed] AIQ publishes no default or maximum page size for piis

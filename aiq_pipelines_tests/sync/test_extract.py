@@ -10,22 +10,19 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq import mapping
 from aiq_pipelines.aiq.payloads import payload_hash
+from aiq_pipelines.db import statements
+from aiq_pipelines.db.statements import execute_with_lists, upsert
 from aiq_pipelines.defs.partitions import business_days
+from aiq_pipelines.pos.entity import Entity
+from aiq_pipelines.pos.queries import QUERIES, PosQueryError, load_queries
 from aiq_pipelines.pos.records import Persona
-from aiq_pipelines.pos.source import QUERIES, PosQueryError, PosSource, load_queries
+from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.settings import load_settings
-from aiq_pipelines.sync import engines, push
-from aiq_pipelines.sync.engines import execute_with_lists
-from aiq_pipelines.sync.staging import (
-    PersonaPayload,
-    SyncStore,
-    quarantine,
-    staged_personas,
-    staged_transactions,
-    upsert,
-)
+from aiq_pipelines.sync import mapping, push
+from aiq_pipelines.sync.payload import PersonaPayload
+from aiq_pipelines.sync.schema import quarantine, staged_personas, staged_transactions
+from aiq_pipelines.sync.store import SyncStore
 from aiq_pipelines_tests.pos_factory import PosFactory
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
@@ -247,9 +244,9 @@ def assert_statements_with_key_lists_run_as_sqlalchemy_runs_them(sync_url: str) 
             expected = sorted(tuple(row) for row in conn.execute(refused, parameters))
             assert sorted(tuple(row) for row in execute_with_lists(conn, refused, parameters)) == expected, keys
             assert len(expected) == len({k for k in keys if k != "nobody"})
-        rendered = engines._rendered.cache_info().currsize
+        rendered = statements._rendered.cache_info().currsize
         execute_with_lists(conn, refused, {"entity": "transaction", "keys": ["K7", "K8", "K9"]})
-        assert engines._rendered.cache_info().currsize == rendered, "a length seen before is not rendered again"
+        assert statements._rendered.cache_info().currsize == rendered, "a length seen before is not rendered again"
 
         execute_with_lists(conn, push._CLEAR_PUSH_QUARANTINE, {"entity": "transaction", "keys": ["K1", "K2"]})
         left = conn.execute(sa.select(quarantine.c.record_key, quarantine.c.stage)
@@ -425,7 +422,7 @@ def test_unreadable_pos_fails_with_a_clear_error_and_keeps_staging(tmp_path, pos
     store.stage_transactions(PosSource(pos.url), *window("2026-06-10"), run_id="r1")
     pos.execute("ALTER TABLE transactions RENAME TO transactions_gone")
 
-    with pytest.raises(PosQueryError, match="cannot read transactions from the POS database.*no such table"):
+    with pytest.raises(PosQueryError, match=r"cannot read transactions from the POS database.*no such table"):
         store.stage_transactions(PosSource(pos.url), *window("2026-06-10"), run_id="r2")
     assert staged_ids(store) == ["A"], "a failed extract leaves the previous staging in place"
 
@@ -437,7 +434,7 @@ def test_a_sqlite_pos_is_read_without_being_changed(tmp_path, sync_url):
                            "INSERT INTO customers VALUES ('C1', '2099-01-01 00:00:00');")
     source = PosSource(f"sqlite:///{path}")
 
-    assert [key for key, _ in source.strays("personas", local(2026, 1, 1), local(2026, 11, 27))] == ["C1"]
+    assert [key for key, _ in source.strays(Entity.PERSONA, local(2026, 1, 1), local(2026, 11, 27))] == ["C1"]
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",), "the POS's journal mode is its own"
     with pytest.raises(sa.exc.OperationalError, match="readonly"), source.engine.begin() as conn:
@@ -447,7 +444,7 @@ def test_a_sqlite_pos_is_read_without_being_changed(tmp_path, sync_url):
 def test_a_missing_sqlite_pos_is_an_error_not_a_new_empty_database(tmp_path, sync_url):
     missing = tmp_path / "not-mounted" / "pos.db"
 
-    with pytest.raises(PosQueryError, match="cannot read transactions from the POS database.*unable to open"):
+    with pytest.raises(PosQueryError, match=r"cannot read transactions from the POS database.*unable to open"):
         SyncStore(sync_url, "America/Denver").stage_transactions(
             PosSource(f"sqlite:///{missing}"), *window("2026-06-10"), run_id="r1")
     assert not missing.parent.exists()

@@ -10,10 +10,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq.client import AiqError
+from aiq_pipelines.aiq.errors import AiqError
 from aiq_pipelines.aiq.payloads import Member, Visit, VisitLine
-from aiq_pipelines.aiq.resource import AiqResource
-from aiq_pipelines.settings import get_settings
+from aiq_pipelines.definitions import defs
+from aiq_pipelines.defs.resources import AiqResource
+from aiq_pipelines.settings import get_settings, load_settings
 from aiq_pipelines_tests.sandbox_support import Sandbox
 
 LITERAL_KEY = "literal-key-that-must-not-show-3f9a"
@@ -25,20 +26,21 @@ def resource_for(sandbox: Sandbox, tmp_path: Path, **changes: object) -> AiqReso
         rate_limit_database_url=f"sqlite:///{tmp_path / 'sync.db'}",
     )
     fields.update(changes)
-    return AiqResource(**fields)
+    return AiqResource.from_settings(load_settings(), **fields)
 
 
 def test_the_key_is_absent_from_repr_str_and_dumps() -> None:
-    resource = AiqResource(api_key=LITERAL_KEY, base_url="http://127.0.0.1:1", uid="acct")
+    resource = AiqResource.from_settings(load_settings(), api_key=LITERAL_KEY, base_url="http://127.0.0.1:1", uid="acct")
     assert resource.api_key == LITERAL_KEY
     for text in (repr(resource), str(resource), str(resource.model_dump()), resource.model_dump_json(), f"{resource!r}"):
         assert LITERAL_KEY not in text
     assert "acct" in repr(resource)
 
 
-def test_fields_default_to_the_settings() -> None:
-    resource = AiqResource(api_key=LITERAL_KEY)
+def test_the_code_locations_resource_is_built_from_the_settings() -> None:
+    resource = defs.resources["aiq"]
     settings = get_settings()
+    assert isinstance(resource, AiqResource) and resource.api_key == dg.EnvVar("AIQ_API_KEY")
     assert (resource.base_url, resource.uid, resource.rate_limit_database_url) == (
         settings.aiq_base_url, settings.aiq_uid, settings.sync_database_url,
     )
@@ -51,6 +53,12 @@ def test_fields_default_to_the_settings() -> None:
     )
     assert (resource.timeout_seconds, resource.max_attempts, resource.max_retry_seconds) == (
         settings.aiq_timeout_seconds, settings.aiq_max_attempts, settings.aiq_max_retry_seconds,
+    )
+    assert resource.max_in_flight == settings.aiq_max_in_flight
+    pos, sync = defs.resources["pos"], defs.resources["sync"]
+    assert (pos.url, pos.chunk_size, pos.queries_file) == (settings.pos_database_url, settings.extract_chunk_size, None)
+    assert (sync.url, sync.timezone, sync.quarantine_max_rate, sync.quarantine_min_records) == (
+        settings.sync_database_url, settings.pos_timezone, settings.quarantine_max_rate, settings.quarantine_min_records,
     )
 
 
@@ -79,8 +87,9 @@ def test_open_client_talks_to_aiq_and_keeps_the_budget_in_the_sync_database(sand
 
 @pytest.mark.parametrize("key", ["", "   "])
 def test_an_empty_key_fails_naming_the_variable(tmp_path: Path, key: str) -> None:
-    resource = AiqResource(
-        api_key=key, base_url="http://127.0.0.1:1", uid="acct", rate_limit_database_url=f"sqlite:///{tmp_path / 's.db'}"
+    resource = AiqResource.from_settings(
+        load_settings(), api_key=key, base_url="http://127.0.0.1:1", uid="acct",
+        rate_limit_database_url=f"sqlite:///{tmp_path / 's.db'}",
     )
     with pytest.raises(AiqError, match="AIQ_API_KEY"), resource.open_client():
         pass

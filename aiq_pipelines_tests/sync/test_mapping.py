@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from aiq_pipelines.aiq.mapping import (
+from aiq_pipelines.pos.records import InventoryItem, Persona, StoreStock, Transaction, TransactionLine
+from aiq_pipelines.sync.mapping import (
     MAX_TEXT_LENGTH,
     MemberIssue,
     inventory_payload,
@@ -18,7 +19,6 @@ from aiq_pipelines.aiq.mapping import (
     sale_payload,
     void_sale_payload,
 )
-from aiq_pipelines.pos.records import InventoryItem, Persona, StoreStock, Transaction, TransactionLine
 
 UTC = dt.UTC
 DENVER = zoneinfo.ZoneInfo("America/Denver")

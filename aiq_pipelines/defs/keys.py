@@ -1,0 +1,27 @@
+"""Names the Dagster wiring shares: asset keys, check names, the AIQ pool, owners and tags."""
+
+import dagster as dg
+
+POS_TRANSACTIONS = dg.AssetKey("pos_transactions")
+POS_PERSONAS = dg.AssetKey("pos_personas")
+POS_INVENTORY = dg.AssetKey("pos_inventory")
+AIQ_PERSONAS = dg.AssetKey("aiq_personas")
+AIQ_SALES = dg.AssetKey("aiq_sales")
+AIQ_INVENTORY = dg.AssetKey("aiq_inventory")
+
+# Extract checks
+CHECK_UNIQUE = "unique_keys"
+CHECK_WINDOW = "within_window"
+CHECK_QUARANTINE = "quarantine_rate"
+CHECK_STRAYS = "none_outside_partitions"
+# Push checks
+CHECK_DELIVERED = "delivered"
+CHECK_QUARANTINE_GROWTH = "quarantine_not_growing"
+
+# Every push step takes a slot of this pool: AIQ's limits are per account, whatever run sends.
+AIQ_POOL = "aiq_api"
+
+# Who answers for the assets in the UI, and tags to filter them by.
+OWNERS = ["team:data-platform"]
+POS_TAGS = {"layer": "extract", "system": "pos"}
+AIQ_TAGS = {"layer": "push", "system": "aiq"}

@@ -1,0 +1,53 @@
+"""Time, one way: POS timestamps are UTC (naive values mean UTC), a business day is a local date in a store's zone.
+
+The sync database stores naive UTC datetimes; partitions and AIQ's ``transaction_date`` are derived from aware ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from typing import Any
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` as an aware UTC datetime; a naive value is read as UTC."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def naive_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` in UTC without its zone, as the sync database stores datetimes."""
+    return as_utc(value).replace(tzinfo=None)
+
+
+def utc_now() -> dt.datetime:
+    """Now, as the sync database stores it (naive UTC)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def utc_timestamp(value: Any) -> dt.datetime | None:
+    """A timestamp as a POS returns it (text on SQLite, a datetime on PostgreSQL) as an aware UTC datetime, or None
+    when it is missing or not a timestamp."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    return as_utc(value)
+
+
+class BusinessCalendar:
+    """Business days in one IANA time zone: a UTC moment's local date, and a window's local dates."""
+
+    def __init__(self, timezone: str | zoneinfo.ZoneInfo):
+        self.tz = timezone if isinstance(timezone, zoneinfo.ZoneInfo) else zoneinfo.ZoneInfo(timezone)
+
+    def date_of(self, moment: dt.datetime) -> dt.date:
+        """The local day of ``moment`` (naive values are UTC)."""
+        return as_utc(moment).astimezone(self.tz).date()
+
+    def dates(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
+        """The first local day of the window [start, end) and the day after its last (``end``'s local date)."""
+        return start.astimezone(self.tz).date(), end.astimezone(self.tz).date()

@@ -1,0 +1,247 @@
+"""Extract: a window's POS records staged as canonical records with their AIQ payloads, in one transaction.
+
+An extract replaces the window's staged rows and its ``extract`` quarantine, so re-running a partition is idempotent
+and a failed run leaves the previous staging intact. Sales are staged with the payload AIQ receives
+(``mapping.visit_payload``), personas with theirs (``PersonaPayload``), so a push sends stored bytes. The customers the
+window's sales name are staged too (``staged_sale_customers``), read from the POS now: a sale's persona must reach AIQ
+before the sale, and most customers of a day's sales were modified long before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from aiq_pipelines.aiq.payloads import payload_hash
+from aiq_pipelines.db.hashing import digest
+from aiq_pipelines.db.statements import upsert
+from aiq_pipelines.pos.entity import Entity
+from aiq_pipelines.pos.records import (
+    InventoryItem,
+    Persona,
+    RecordRejected,
+    Transaction,
+    build_inventory_item,
+    build_persona,
+    build_transaction,
+)
+from aiq_pipelines.pos.source import PosSource, RowGroup, chunked
+from aiq_pipelines.pos.times import BusinessCalendar, naive_utc, utc_now, utc_timestamp
+from aiq_pipelines.sync import mapping
+from aiq_pipelines.sync.collector import old_objects_frozen
+from aiq_pipelines.sync.payload import PersonaPayload
+from aiq_pipelines.sync.quarantine import Reject, Stage, extract_rows
+from aiq_pipelines.sync.reports import StageReport
+from aiq_pipelines.sync.schema import (
+    quarantine,
+    staged_inventory,
+    staged_personas,
+    staged_sale_customers,
+    staged_transactions,
+)
+
+CUSTOMER_CHUNK = 500  # customer ids per POS query and per upsert into staged_sale_customers
+NOT_IN_POS = "the customer is not in the POS: the personas_by_id query found no row for it"
+
+OnChunk = Callable[[StageReport], None] | None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one entity is staged: its table, how POS rows become a record and the record a row."""
+
+    entity: Entity
+    table: sa.Table
+    build: Callable[[list[Mapping[str, Any]]], Any]
+    to_row: Callable[[Any, str, dt.datetime], dict[str, Any]]
+    raw_moment_column: str | None  # the POS column that dates a record; None for the undated inventory snapshot
+    finish: Callable[[sa.Connection, StageReport], None] | None = None  # runs in the transaction, once all is written
+
+
+def _stage(
+    engine: sa.Engine, calendar: BusinessCalendar, plan: _Plan, groups: Iterator[RowGroup], start: dt.datetime,
+    end: dt.datetime, *, run_id: str, chunk_size: int, on_chunk: OnChunk,
+) -> StageReport:
+    """Replace the window's staged rows in one transaction. The objects that exist before sit out the garbage
+    collector's full passes meanwhile (``old_objects_frozen``)."""
+    table, entity = plan.table, plan.entity
+    report = StageReport(entity=entity, window_start=start, window_end=end)
+    first_day, end_day = calendar.dates(start, end)
+    mine = sa.and_(quarantine.c.entity == entity, quarantine.c.stage == Stage.EXTRACT)
+    with old_objects_frozen(), engine.begin() as conn:
+        if plan.raw_moment_column is None:
+            conn.execute(table.delete())
+            conn.execute(quarantine.delete().where(mine))
+        else:
+            conn.execute(table.delete().where(table.c.business_date.between(first_day, end_day - dt.timedelta(days=1))))
+            conn.execute(quarantine.delete().where(
+                mine, quarantine.c.business_date >= first_day, quarantine.c.business_date < end_day
+            ))
+        for batch in chunked(groups, chunk_size):
+            now = utc_now()
+            good: list[dict[str, Any]] = []
+            rejects: list[Reject] = []
+            for key, rows in batch:
+                try:
+                    record = plan.build(rows)
+                except RecordRejected as exc:
+                    day = None
+                    if plan.raw_moment_column is not None:
+                        moment = utc_timestamp(rows[0].get(plan.raw_moment_column))
+                        day = first_day if moment is None else calendar.date_of(moment)  # still belongs to a day
+                    rejects.append((key, day, exc.reason, rows))
+                    report.reject(key, exc.reason)
+                    continue
+                good.append(plan.to_row(record, run_id, now))
+            upsert(conn, table, good)
+            if rejects:
+                conn.execute(quarantine.insert(), extract_rows(entity, run_id, rejects))
+            report.staged += len(good)
+            report.chunks += 1
+            if on_chunk is not None:
+                on_chunk(report)
+        if plan.finish is not None:
+            plan.finish(conn, report)
+        _count_staged(conn, table, run_id, first_day, end_day, report)
+    return report
+
+
+def _count_staged(
+    conn: sa.Connection, table: sa.Table, run_id: str, first_day: dt.date, end_day: dt.date, report: StageReport
+) -> None:
+    """The counts behind the blocking checks: keys this run staged, and how many fall outside its window.
+
+    Runs before commit. Our rows stay locked until then, so a concurrent run of the same days cannot restage them
+    under its run id in between (counting after commit once made that run's unique_keys check fail).
+    """
+    by_run = table.c.run_id == run_id
+    report.keys_staged = conn.scalar(sa.select(sa.func.count()).select_from(table).where(by_run)) or 0
+    if "business_date" in table.c:
+        outside = sa.or_(table.c.business_date < first_day, table.c.business_date >= end_day)
+        report.outside_window = conn.scalar(sa.select(sa.func.count()).select_from(table).where(by_run, outside)) or 0
+
+
+def _record_columns(record: Any) -> dict[str, str]:
+    """The staged JSON and its content hash (``record.content_hash()``), serialized once."""
+    text = record.model_dump_json()
+    return {"record": text, "content_hash": digest(text)}
+
+
+def stage_transactions(
+    engine: sa.Engine, calendar: BusinessCalendar, source: PosSource, start: dt.datetime, end: dt.datetime, *,
+    run_id: str, chunk_size: int, on_chunk: OnChunk = None,
+) -> StageReport:
+    """Replace the staged receipts of the business days in [start, end) with what the POS holds now, and stage the
+    customers they name (``staged_sale_customers``) as the POS holds them now."""
+    customers: set[str] = set()
+
+    def to_row(tx: Transaction, run: str, now: dt.datetime) -> dict[str, Any]:
+        if tx.customer_id is not None and not tx.is_void:  # a void is never sent, so it needs no persona
+            customers.add(tx.customer_id)
+        try:
+            visit = mapping.visit_payload(tx)
+            payload, payload_digest, error = visit.encoded, payload_hash(visit), None
+        except ValidationError as exc:
+            payload, payload_digest, error = None, None, mapping.payload_reason(exc)
+        return {
+            "transaction_id": tx.transaction_id,
+            "business_date": calendar.date_of(tx.transaction_at),
+            "transaction_at": naive_utc(tx.transaction_at),
+            "customer_id": tx.customer_id,
+            "is_void": tx.is_void,
+            "last_modified_at": naive_utc(tx.last_modified_at),
+            **_record_columns(tx),
+            "payload": payload,
+            "payload_hash": payload_digest,
+            "payload_error": error,
+            "run_id": run,
+            "staged_at": now,
+        }
+
+    plan = _Plan(
+        Entity.TRANSACTION, staged_transactions, build_transaction, to_row, "transaction_at",
+        finish=lambda conn, report: _stage_sale_customers(conn, source, customers, run_id, report),
+    )
+    return _stage(engine, calendar, plan, source.transactions(start, end), start, end, run_id=run_id,
+                  chunk_size=chunk_size, on_chunk=on_chunk)
+
+
+def _sale_customer_row(
+    key: str, content_hash: str | None, payload: PersonaPayload, run_id: str, now: dt.datetime
+) -> dict[str, Any]:
+    return {"customer_id": key, "content_hash": content_hash, **payload.columns(), "run_id": run_id, "staged_at": now}
+
+
+def _stage_sale_customers(
+    conn: sa.Connection, source: PosSource, customer_ids: set[str], run_id: str, report: StageReport
+) -> None:
+    """Stage the payload of every customer in ``customer_ids``, read from the POS now, in the staging transaction.
+
+    Every customer is mapped again, even one staged before with the same record: a change to the mapping must reach
+    the payloads at the next extract, as it does for sales and personas. A customer that cannot be staged gets NULL
+    content hash and payload, and its reason.
+    """
+    for ids in chunked(iter(sorted(customer_ids)), CUSTOMER_CHUNK):
+        now = utc_now()
+        rows: list[dict[str, Any]] = []
+        for key, pos_rows in source.personas_by_id(ids):
+            try:
+                persona = build_persona(pos_rows[0])
+            except RecordRejected as exc:
+                rows.append(_sale_customer_row(str(key), None, PersonaPayload.failed(exc.reason), run_id, now))
+                continue
+            rows.append(_sale_customer_row(persona.customer_id, persona.content_hash(), PersonaPayload.of(persona),
+                                           run_id, now))
+        missing = set(ids).difference(row["customer_id"] for row in rows)
+        rows += [_sale_customer_row(key, None, PersonaPayload.failed(NOT_IN_POS), run_id, now) for key in missing]
+        upsert(conn, staged_sale_customers, rows)
+        report.sale_customers += len(rows)
+        report.sale_customers_without_payload += sum(row["payload"] is None for row in rows)
+
+
+def _one_persona(rows: list[Mapping[str, Any]]) -> Persona:
+    if len(rows) != 1:
+        raise RecordRejected("duplicate customer_id in the POS query result")
+    return build_persona(rows[0])
+
+
+def stage_personas(
+    engine: sa.Engine, calendar: BusinessCalendar, source: PosSource, start: dt.datetime, end: dt.datetime, *,
+    run_id: str, chunk_size: int, on_chunk: OnChunk = None,
+) -> StageReport:
+    """Replace the staged personas created or modified on the business days in [start, end)."""
+
+    def to_row(persona: Persona, run: str, now: dt.datetime) -> dict[str, Any]:
+        return {
+            "customer_id": persona.customer_id,
+            "business_date": calendar.date_of(persona.last_modified_at),
+            "last_modified_at": naive_utc(persona.last_modified_at),
+            **_record_columns(persona),
+            **PersonaPayload.of(persona).columns(),
+            "run_id": run,
+            "staged_at": now,
+        }
+
+    plan = _Plan(Entity.PERSONA, staged_personas, _one_persona, to_row, "last_modified_at")
+    return _stage(engine, calendar, plan, source.personas(start, end), start, end, run_id=run_id,
+                  chunk_size=chunk_size, on_chunk=on_chunk)
+
+
+def stage_inventory(
+    engine: sa.Engine, calendar: BusinessCalendar, source: PosSource, *, run_id: str, chunk_size: int,
+    on_chunk: OnChunk = None,
+) -> StageReport:
+    """Replace the staged inventory snapshot with the POS's current stock."""
+    now = dt.datetime.now(dt.UTC)
+
+    def to_row(item: InventoryItem, run: str, staged_at: dt.datetime) -> dict[str, Any]:
+        return {"product_id": item.product_id, **_record_columns(item), "run_id": run, "staged_at": staged_at}
+
+    plan = _Plan(Entity.INVENTORY, staged_inventory, build_inventory_item, to_row, None)
+    return _stage(engine, calendar, plan, source.inventory(), now, now, run_id=run_id, chunk_size=chunk_size,
+                  on_chunk=on_chunk)

@@ -1,0 +1,64 @@
+"""The quarantine: records held back, each with its reason (fields and rules only, never a phone or an email).
+
+A record is quarantined at the stage that refused it: ``extract`` (its POS rows do not make a valid record), ``payload``
+(no valid AIQ payload, or it waits for its persona) or ``aiq`` (AIQ refused it). An extract replaces its window's
+``extract`` rows, and a push the rows of the records it settles, so a record fixed at the source leaves the quarantine.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from aiq_pipelines.db.hashing import digest
+from aiq_pipelines.pos.entity import Entity
+from aiq_pipelines.pos.times import utc_now
+from aiq_pipelines.sync.schema import quarantine
+
+# (key, business day, reason, the POS rows as read)
+Reject = tuple[Any, Any, str, Any]
+
+
+class Stage(enum.StrEnum):
+    """Where a record was held back."""
+
+    EXTRACT = "extract"
+    PAYLOAD = "payload"
+    AIQ = "aiq"
+
+
+PUSH_STAGES = (Stage.PAYLOAD, Stage.AIQ)
+
+
+def extract_rows(entity: Entity, run_id: str, rejects: Sequence[Reject]) -> list[dict[str, Any]]:
+    """Quarantine rows for records an extract could not stage, each with the POS rows it read (kept for the operator
+    in the sync database, never shown in the UI)."""
+    now = utc_now()
+    rows = []
+    for key, day, reason, source in rejects:
+        text = json.dumps(source, default=str, sort_keys=True)
+        rows.append({
+            "entity": entity, "record_key": None if key is None else str(key), "stage": Stage.EXTRACT,
+            "business_date": day, "reason": reason, "source_hash": digest(text), "source": text, "run_id": run_id,
+            "quarantined_at": now,
+        })
+    return rows
+
+
+def quarantined(engine: sa.Engine, entity: Entity, stage: Stage | None = None) -> list[dict[str, Any]]:
+    """Quarantined records of an entity, newest first (for tests and operators)."""
+    query = sa.select(quarantine).where(quarantine.c.entity == entity).order_by(quarantine.c.id.desc())
+    if stage is not None:
+        query = query.where(quarantine.c.stage == stage)
+    with engine.connect() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def quarantine_count(engine: sa.Engine, entity: Entity) -> int:
+    """Records of ``entity`` in quarantine, at any stage."""
+    with engine.connect() as conn:
+        return conn.scalar(sa.select(sa.func.count()).select_from(quarantine).where(quarantine.c.entity == entity)) or 0
