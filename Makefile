@@ -9,8 +9,10 @@ export DAGSTER_HOME := $(CURDIR)/.dagster
 export AIQ_BASE_URL ?= $(SANDBOX_URL)
 export AIQ_API_KEY ?= sandbox-dev-key
 export AIQ_UID ?= sandbox
+# The pull API's key for local development; production sets its own (see the README).
+export PULL_API_KEYS ?= pull-dev-key
 
-.PHONY: dev test install demo-data sandbox clean bench
+.PHONY: dev test install demo-data sandbox clean bench bench-pull
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -23,14 +25,17 @@ install: $(BIN)/.installed
 demo-data: install
 	$(BIN)/aiq-pipelines demo-data --if-absent
 
-# Starts the sandbox (only when the pipeline points at it) next to `dagster dev`; both stop with Ctrl-C.
+# Starts the sandbox (only when the pipeline points at it) and the pull API next to `dagster dev`; all stop with Ctrl-C.
 dev: install demo-data
 	@mkdir -p .data $(DAGSTER_HOME); \
+	pids=""; \
 	if [ "$$AIQ_BASE_URL" = "$(SANDBOX_URL)" ]; then \
-	  $(BIN)/aiq-sandbox --port 8765 --db .data/sandbox.db >> .data/sandbox.log 2>&1 & sandbox=$$!; \
-	  trap 'kill $$sandbox 2>/dev/null' EXIT; \
+	  $(BIN)/aiq-sandbox --port 8765 --db .data/sandbox.db >> .data/sandbox.log 2>&1 & pids="$$pids $$!"; \
 	  echo "AIQ sandbox on $(SANDBOX_URL) (log: .data/sandbox.log)"; \
 	fi; \
+	$(BIN)/aiq-pipelines pull-api --port 8766 >> .data/pull-api.log 2>&1 & pids="$$pids $$!"; \
+	echo "pull API on http://127.0.0.1:8766 (docs: /docs, key: PULL_API_KEYS, log: .data/pull-api.log)"; \
+	trap 'kill $$pids 2>/dev/null' EXIT; \
 	$(BIN)/dagster dev -w workspace.yaml -p 3000
 
 # The linter first (a second), then the suite.
@@ -41,6 +46,9 @@ test: install
 # Benchmarks (not part of `make test`): prints one table and writes bench/RESULTS.md; BENCH_ARGS="--sizes 10k" etc.
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-pull: install
+	$(BIN)/python -m bench.pull $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

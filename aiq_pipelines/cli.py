@@ -40,6 +40,16 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pull_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from aiq_pipelines.pull.server import build_app
+
+    app = build_app(get_settings())
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aiq-pipelines", description="aiq-pipelines utilities.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -58,9 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--database-url", default=None, help="SQLAlchemy URL (default POS_DATABASE_URL)")
     demo_cmd.add_argument("--replace", action="store_true", help="drop and recreate the POS tables first")
     demo_cmd.add_argument("--if-absent", action="store_true", help="do nothing if the POS already has its tables")
+    pull_cmd = commands.add_parser(
+        "pull-api",
+        help="serve the pull API (AIQ's option 1) from the sync database",
+        description="Serve transactions, customers and inventory to AIQ over HTTP, read-only, from SYNC_DATABASE_URL. "
+                    "Needs PULL_API_KEYS.",
+    )
+    pull_cmd.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
+    pull_cmd.add_argument("--port", type=int, default=8766, help="port (8766)")
     args = parser.parse_args(argv)
     try:
-        return _demo_data(args)
+        return _pull_api(args) if args.command == "pull-api" else _demo_data(args)
     except (SettingsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

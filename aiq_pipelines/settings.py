@@ -13,10 +13,11 @@ import os
 import zoneinfo
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aiq_pipelines.aiq.client import MAX_BULK_BATCH, MAX_IN_FLIGHT, MAX_INVENTORY_BATCH
+from aiq_pipelines.pos.source import DEFAULT_CHUNK_SIZE
 
 DATA_DIR = Path(os.environ.get("AIQ_PIPELINES_DATA_DIR", ".data"))
 
@@ -46,7 +47,9 @@ class Settings(BaseSettings):
     pos_queries_file: Path | None = Field(
         None, description="YAML file with one SELECT per entity for a POS whose schema differs from the reference."
     )
-    extract_chunk_size: int = Field(5000, ge=1, le=100_000, description="Rows fetched from the POS per round trip.")
+    extract_chunk_size: int = Field(
+        DEFAULT_CHUNK_SIZE, ge=1, le=100_000, description="Rows fetched from the POS per round trip."
+    )
     quarantine_max_rate: float = Field(
         0.05, ge=0, le=1, description="Share of a window's records that may be quarantined before the blocking check fails."
     )
@@ -80,6 +83,19 @@ class Settings(BaseSettings):
 
     sensor_interval_seconds: int = Field(60, ge=5)
     inventory_sync_cron: str = Field("0 * * * *")
+
+    pull_api_keys: SecretStr | None = Field(
+        None, description="The pull API's keys, separated by commas; the service refuses to start without one."
+    )
+    pull_api_settle_seconds: float = Field(
+        120, ge=0, le=3600, description="The pull API serves records at least this old, so a window is complete."
+    )
+    pull_api_requests_per_minute: int = Field(600, ge=1, description="The pull API's request budget per key.")
+
+    @property
+    def pull_api_key_list(self) -> list[str]:
+        secret = self.pull_api_keys.get_secret_value() if self.pull_api_keys else ""
+        return [key.strip() for key in secret.split(",") if key.strip()]
 
     @field_validator("pos_timezone")
     @classmethod

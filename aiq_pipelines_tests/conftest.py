@@ -8,7 +8,7 @@ import pytest
 # The code location reads its settings once at import; tests run against the documented defaults, whatever the
 # developer's shell holds.
 for _name in list(os.environ):
-    if _name.startswith(("POS_", "SYNC_", "AIQ_", "QUARANTINE_", "EXTRACT_", "SENSOR_", "INVENTORY_")):
+    if _name.startswith(("POS_", "SYNC_", "AIQ_", "QUARANTINE_", "EXTRACT_", "SENSOR_", "INVENTORY_", "PULL_")):
         del os.environ[_name]
 
 from aiq_pipelines.pos import demo  # noqa: E402

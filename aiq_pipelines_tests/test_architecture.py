@@ -19,8 +19,9 @@ ALLOWED = {
     "aiq": {"db"},
     "sync": {"db", "pos", "aiq"},
     "settings": {"db", "pos", "aiq"},
+    "pull": {"db", "pos", "sync", "settings"},
     "defs": {"db", "pos", "aiq", "sync", "settings"},
-    "cli": {"db", "pos", "aiq", "sync", "settings", "defs"},
+    "cli": {"db", "pos", "aiq", "sync", "settings", "defs", "pull"},
     "definitions": {"db", "pos", "aiq", "sync", "settings", "defs"},
 }
 

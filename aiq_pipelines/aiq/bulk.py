@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 16
 # While batches are in flight the interpreter hands over between threads every 0.5 ms instead of every 5 ms, so a
-# sender waking for its rate-limit slot does not wait for the thread building the next batches (bench/RESULTS.md).
+# sender waking for its rate-limit slot does not wait for the thread building the next batches (bench/RESULTS.md,
+# "thread switch interval").
 SENDING_SWITCH_INTERVAL = 0.0005
 
 K = TypeVar("K")

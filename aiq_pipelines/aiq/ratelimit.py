@@ -1,16 +1,16 @@
 """AIQ's account-wide rate limits, shared by every process and run through a table in the sync database.
 
-AIQ counts requests per account over sliding windows of one second, one minute and one hour. Each
-``acquire()`` takes a database lock, finds in one query the send that blocks each window, and either records a new
-send or sleeps until the oldest blocking send leaves its window. A send is counted for its window plus a margin, so
-the spread of delays between our stamp and AIQ's arrival time cannot make AIQ see one request too many:
-``margin_seconds`` (AIQ_RATE_LIMIT_MARGIN_SECONDS, 0.1 s by default), or 1% of the window when that is longer (with
-0.1 s on the minute, a minute-bound 1M bench backfill drew two 429s: sends arrived later than that after we stamped
-them). The margin costs throughput only while the window it pads is the one that binds: margin / (window + margin)
-of it. A send that leaves well after it was stamped (a new connection, a thread waiting for the interpreter) is
-re-stamped with the moment it left (``restamp``), so the margin need only cover the network's share of the delay.
-Sends older than the longest window are deleted at most once per ``PURGE_INTERVAL`` seconds: they no longer count.
-It is safe to call from several threads at once (each acquire runs on its own pooled connection).
+AIQ counts requests per account over sliding windows of one second, one minute and one hour. Each ``acquire()`` takes
+a database lock, finds in one query the send that blocks each window, and either records a new send or sleeps until
+the oldest blocking send leaves its window. A send is counted for its window plus a margin, so the spread of delays
+between our stamp and AIQ's arrival time cannot make AIQ see one request too many: ``margin_seconds``
+(AIQ_RATE_LIMIT_MARGIN_SECONDS, 0.1 s by default), or 1% of the window when that is longer (a fixed 0.1 s on the
+minute drew 429s in a minute-bound backfill: bench/RESULTS.md, "rate-limit margin"). The margin costs throughput only
+while the window it pads is the one that binds: margin / (window + margin) of it. A send that leaves well after it was
+stamped (a new connection, a thread waiting for the interpreter) is re-stamped with the moment it left (``restamp``),
+so the margin need only cover the network's share of the delay. Sends older than the longest window are deleted at
+most once per ``PURGE_INTERVAL`` seconds: they no longer count. It is safe to call from several threads at once (each
+acquire runs on its own pooled connection).
 
 The only dialect-specific statement is the lock (``db.locks``): SQLite ``BEGIN IMMEDIATE`` (one writer per database
 file), PostgreSQL ``pg_advisory_xact_lock`` on a key derived from the account (released at commit).

@@ -109,8 +109,8 @@ def _error_message(response: httpx.Response) -> str:
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """httpx's default TLS context, built once per process: building it (loading the CA bundle) takes ~40 ms, which
-    every push step would otherwise spend before its first request."""
+    """httpx's default TLS context, built once per process: loading the CA bundle would otherwise delay every push
+    step's first request (bench/RESULTS.md, "TLS context")."""
     return httpx.create_ssl_context()
 
 

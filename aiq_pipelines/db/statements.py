@@ -18,11 +18,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+def upsert(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], *, keep_unless: tuple[str, str] | None = None
+) -> None:
     """Insert rows, or update them where their primary key exists (SQLite and PostgreSQL). Every row has the keys of
-    the first."""
+    the first. ``keep_unless=(column, witness)`` keeps a stored row's ``column`` when its ``witness`` column is
+    unchanged (a timestamp of the last real change, kept across rewrites of the same content)."""
     if rows:
-        statement = _compiled_upsert(conn.dialect, table, tuple(rows[0]))
+        statement = _compiled_upsert(conn.dialect, table, tuple(rows[0]), keep_unless)
         conn.exec_driver_sql(statement.sql, [statement.parameters(row) for row in rows])
 
 
@@ -46,11 +49,13 @@ class _CompiledUpsert:
 
 
 @functools.cache
-def _compiled_upsert(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> _CompiledUpsert:
+def _compiled_upsert(
+    dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...], keep_unless: tuple[str, str] | None
+) -> _CompiledUpsert:
     unknown = sorted(set(columns) - set(table.c.keys()))
     if unknown:
         raise ValueError(f"{table.name} has no columns {unknown}: a row to upsert must hold the table's columns only")
-    compiled = _upsert_statement(dialect.name, table).compile(dialect=dialect, column_keys=list(columns))
+    compiled = _upsert_statement(dialect.name, table, keep_unless).compile(dialect=dialect, column_keys=list(columns))
     names = tuple(compiled.positiontup) if compiled.positional else tuple(columns)
     processors = (table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
     values = operator.itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
@@ -59,15 +64,18 @@ def _compiled_upsert(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, .
 
 
 @functools.cache
-def _upsert_statement(dialect: str, table: sa.Table) -> sa.Executable:
+def _upsert_statement(dialect: str, table: sa.Table, keep_unless: tuple[str, str] | None) -> sa.Executable:
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
         raise NotImplementedError(f"the sync database supports SQLite and PostgreSQL, not {dialect}")
     stmt = insert(table)
     keys = [c.name for c in table.primary_key.columns]
-    return stmt.on_conflict_do_update(
-        index_elements=keys, set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    )
+    values: dict[str, Any] = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    if keep_unless is not None:
+        kept, witness = keep_unless
+        same = table.c[witness] == stmt.excluded[witness]
+        values[kept] = sa.case((same, table.c[kept]), else_=stmt.excluded[kept])
+    return stmt.on_conflict_do_update(index_elements=keys, set_=values)
 
 
 class _Slot(NamedTuple):

@@ -68,7 +68,7 @@ ORDER BY p.product_id, s.location_id
 # written since then (a terminal whose clock reset to 1900 or 1970). Sales dated and written before POS_START_DATE are
 # history the operator chose not to sync, so they are not strays. Written for index range scans on transaction_at and
 # last_modified_at: MATERIALIZED keeps SQLite from walking the primary key to skip the sort, and COALESCE keeps it
-# from scanning every row modified since :window_start. Costs ~0.1 ms on a 1M-sale POS without earlier history.
+# from scanning every row modified since :window_start.
 STRAY_TRANSACTIONS_SQL = """
 WITH strays AS MATERIALIZED (
     SELECT transaction_id, transaction_at AS business_at FROM transactions WHERE transaction_at IS NULL

@@ -21,6 +21,7 @@ from aiq_pipelines.pos.queries import QUERIES, PosQueryError, load_queries
 from aiq_pipelines.pos.times import naive_utc, utc_timestamp
 
 RowGroup = tuple[Any, list[Mapping[str, Any]]]
+DEFAULT_CHUNK_SIZE = 5000  # rows a round trip; EXTRACT_CHUNK_SIZE's default
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def _utc(column: str, value: Any) -> dt.datetime:
 class PosSource:
     """Streams the POS's rows for a UTC window, grouped by record key (the queries order by key)."""
 
-    def __init__(self, database_url: str, *, chunk_size: int = 5000, queries_file: Path | None = None):
+    def __init__(self, database_url: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, queries_file: Path | None = None):
         self.engine = read_only_engine_for(database_url)
         self.chunk_size = chunk_size
         self.queries = load_queries(queries_file)

@@ -51,3 +51,17 @@ class BusinessCalendar:
     def dates(self, start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
         """The first local day of the window [start, end) and the day after its last (``end``'s local date)."""
         return start.astimezone(self.tz).date(), end.astimezone(self.tz).date()
+
+
+def rfc3339(value: dt.datetime) -> str:
+    """``value`` (naive means UTC) in UTC as RFC 3339 with ``Z``; microseconds only when it has some."""
+    utc = naive_utc(value)
+    return utc.isoformat(timespec="microseconds" if utc.microsecond else "seconds") + "Z"
+
+
+def parse_rfc3339(text: str) -> dt.datetime:
+    """An RFC 3339 timestamp (``Z`` or an offset required) as an aware UTC datetime; ValueError otherwise."""
+    value = dt.datetime.fromisoformat(text.strip())
+    if value.tzinfo is None:
+        raise ValueError("needs a UTC offset or Z")
+    return value.astimezone(dt.UTC)

@@ -21,7 +21,7 @@ def profile_hash(member: Member) -> str:
 
 
 # The records a push reads and passes on are named tuples, several times cheaper to build than frozen dataclasses
-# (bench/RESULTS.md): a sale builds four on its way, plus its ledger entry.
+# (bench/RESULTS.md, "named tuples"): a sale builds four on its way, plus its ledger entry.
 class Staged(NamedTuple):
     """A staged record on its way to AIQ, with what the ledger needs to remember it."""
 

@@ -1,10 +1,13 @@
 """Extract: a window's POS records staged as canonical records with their AIQ payloads, in one transaction.
 
-An extract replaces the window's staged rows and its ``extract`` quarantine, so re-running a partition is idempotent
-and a failed run leaves the previous staging intact. Sales are staged with the payload AIQ receives
-(``mapping.visit_payload``), personas with theirs (``PersonaPayload``), so a push sends stored bytes. The customers the
-window's sales name are staged too (``staged_sale_customers``), read from the POS now: a sale's persona must reach AIQ
-before the sale, and most customers of a day's sales were modified long before it.
+An extract replaces the window's staged rows and its ``extract`` quarantine in one transaction, so re-running a
+partition is idempotent and a failed run leaves the previous staging intact. Rows are upserted and those of the window
+the POS no longer holds deleted, so a record restaged unchanged keeps its ``changed_at`` (``schema.CHANGED_AT``).
+
+Sales are staged with the payload AIQ receives (``mapping.visit_payload``), personas with theirs
+(``PersonaPayload``), so a push sends stored bytes. The customers the window's sales name are staged too
+(``staged_sale_customers``), read from the POS now: a sale's persona must reach AIQ before the sale, and most
+customers of a day's sales were modified long before it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from aiq_pipelines.sync.payload import PersonaPayload
 from aiq_pipelines.sync.quarantine import Reject, Stage, extract_rows
 from aiq_pipelines.sync.reports import StageReport
 from aiq_pipelines.sync.schema import (
+    CHANGED_AT,
     quarantine,
     staged_inventory,
     staged_personas,
@@ -62,6 +66,10 @@ class _Plan:
     raw_moment_column: str | None  # the POS column that dates a record; None for the undated inventory snapshot
     finish: Callable[[sa.Connection, StageReport], None] | None = None  # runs in the transaction, once all is written
 
+    @property
+    def tracks_changes(self) -> bool:
+        return "changed_at" in self.table.c
+
 
 def _stage(
     engine: sa.Engine, calendar: BusinessCalendar, plan: _Plan, groups: Iterator[RowGroup], start: dt.datetime,
@@ -73,12 +81,14 @@ def _stage(
     report = StageReport(entity=entity, window_start=start, window_end=end)
     first_day, end_day = calendar.dates(start, end)
     mine = sa.and_(quarantine.c.entity == entity, quarantine.c.stage == Stage.EXTRACT)
+    in_window = [] if plan.raw_moment_column is None else [
+        table.c.business_date.between(first_day, end_day - dt.timedelta(days=1))
+    ]
+    keep_unless = CHANGED_AT if plan.tracks_changes else None
     with old_objects_frozen(), engine.begin() as conn:
         if plan.raw_moment_column is None:
-            conn.execute(table.delete())
             conn.execute(quarantine.delete().where(mine))
         else:
-            conn.execute(table.delete().where(table.c.business_date.between(first_day, end_day - dt.timedelta(days=1))))
             conn.execute(quarantine.delete().where(
                 mine, quarantine.c.business_date >= first_day, quarantine.c.business_date < end_day
             ))
@@ -98,15 +108,19 @@ def _stage(
                     report.reject(key, exc.reason)
                     continue
                 good.append(plan.to_row(record, run_id, now))
-            upsert(conn, table, good)
+            upsert(conn, table, good, keep_unless=keep_unless)
             if rejects:
                 conn.execute(quarantine.insert(), extract_rows(entity, run_id, rejects))
             report.staged += len(good)
             report.chunks += 1
             if on_chunk is not None:
                 on_chunk(report)
+        conn.execute(table.delete().where(*in_window, table.c.run_id != run_id))  # gone from the POS's window
         if plan.finish is not None:
             plan.finish(conn, report)
+        if plan.tracks_changes:
+            conn.execute(table.update().where(table.c.run_id == run_id, table.c.changed_at.is_(None))
+                         .values(changed_at=utc_now()))
         _count_staged(conn, table, run_id, first_day, end_day, report)
     return report
 
@@ -152,6 +166,8 @@ def stage_transactions(
             "transaction_id": tx.transaction_id,
             "business_date": calendar.date_of(tx.transaction_at),
             "transaction_at": naive_utc(tx.transaction_at),
+            "location_id": tx.location_id,
+            "location_name": tx.location_name,
             "customer_id": tx.customer_id,
             "is_void": tx.is_void,
             "last_modified_at": naive_utc(tx.last_modified_at),
@@ -161,6 +177,7 @@ def stage_transactions(
             "payload_error": error,
             "run_id": run,
             "staged_at": now,
+            "changed_at": None,  # kept when the content is unchanged, else stamped before commit
         }
 
     plan = _Plan(
@@ -225,6 +242,7 @@ def stage_personas(
             **PersonaPayload.of(persona).columns(),
             "run_id": run,
             "staged_at": now,
+            "changed_at": None,  # kept when the content is unchanged, else stamped before commit
         }
 
     plan = _Plan(Entity.PERSONA, staged_personas, _one_persona, to_row, "last_modified_at")

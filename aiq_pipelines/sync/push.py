@@ -234,8 +234,8 @@ class Pusher:
         days = self._days(start, end)
         with self._pushing(), ThreadPoolExecutor(1, thread_name_prefix="aiq-personas-missing") as lookup:
             self._start_progress(Entity.PERSONA, days)
-            # The lookup reads every sale of the window (0.2 s at 100k sales): it runs while the staged personas go
-            # out, so neither the first batch nor the ones after the staged personas wait for it.
+            # The lookup reads every sale of the window: it runs while the staged personas go out, so neither the
+            # first batch nor the ones after the staged personas wait for it.
             missing = lookup.submit(staged.personas_missing, self.engine, self.ledger.account, days,
                                     besides_staged_personas=True)
 

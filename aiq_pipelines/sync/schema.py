@@ -19,6 +19,8 @@ staged_transactions = sa.Table(
     sa.Column("transaction_id", sa.String, primary_key=True),
     sa.Column("business_date", sa.Date, nullable=False),
     sa.Column("transaction_at", sa.DateTime, nullable=False),
+    sa.Column("location_id", sa.String, nullable=False),
+    sa.Column("location_name", sa.String, nullable=False),
     sa.Column("customer_id", sa.String, index=True),
     sa.Column("is_void", sa.Boolean, nullable=False),
     sa.Column("last_modified_at", sa.DateTime, nullable=False),
@@ -31,12 +33,13 @@ staged_transactions = sa.Table(
     sa.Column("payload_error", sa.Text),
     sa.Column("run_id", sa.String, nullable=False, index=True),
     sa.Column("staged_at", sa.DateTime, nullable=False),
+    sa.Column("changed_at", sa.DateTime),  # CHANGED_AT below
     # The push reads a window's sales in this order, so the first batch leaves without the wide rows being sorted
-    # first (a sort by transaction_id alone held the first request back by 0.5 s at 100k sales); and it covers "the
-    # customers of a window's sales" (push._personas_missing) and the delivered check (Pusher.undelivered) without
-    # reading the wide rows.
+    # first; it also covers the customers of a window's sales (staged.personas_missing) and the delivered check
+    # (delivery.undelivered) without reading the wide rows (bench/RESULTS.md, "indexes").
     sa.Index("ix_staged_transactions_day_key", "business_date", "transaction_id", "customer_id", "is_void",
              "content_hash"),
+    sa.Index("ix_staged_transactions_changed", "changed_at", "transaction_id"),  # the pull API's keyset order
 )
 
 staged_personas = sa.Table(
@@ -55,10 +58,18 @@ staged_personas = sa.Table(
     sa.Column("payload_error", sa.Text),
     sa.Column("run_id", sa.String, nullable=False, index=True),
     sa.Column("staged_at", sa.DateTime, nullable=False),
+    sa.Column("changed_at", sa.DateTime),  # CHANGED_AT below
     # The push reads a window's personas in this order: no sort of the wide rows before the first batch; the delivered
     # check reads the index alone.
     sa.Index("ix_staged_personas_day_key_hash", "business_date", "customer_id", "content_hash"),
+    sa.Index("ix_staged_personas_changed", "changed_at", "customer_id"),  # the pull API's keyset order
 )
+
+# ``changed_at``: when a staged record's content last changed, as the sync database's clock saw it commit. A restaged
+# record whose content hash is the same keeps it; a new or changed one gets the moment its extract finished writing,
+# just before the commit. The pull API's watermark runs on it, so a record is never stamped earlier than it became
+# visible by more than the commit takes, which the settle lag (PULL_API_SETTLE_SECONDS) covers.
+CHANGED_AT = ("changed_at", "content_hash")
 
 # The customers the staged sales name, whatever day they were last modified, with their payloads: a sale's persona
 # must reach AIQ before the sale, and most customers of a day's sales were modified long before it. Keyed by customer
@@ -102,8 +113,8 @@ quarantine = sa.Table(
     sa.Column("run_id", sa.String, nullable=False),
     sa.Column("quarantined_at", sa.DateTime, nullable=False),
     sa.Index("quarantine_lookup", "entity", "stage", "business_date"),
-    # The push's lookups by record (refusals, clearing a batch's rows, the delivered check's "not quarantined"): with
-    # only quarantine_lookup, the delivered check of 100k sales took 63 s beside 4,000 quarantined ones (0.3 s with it).
+    # The push's lookups by record: refusals, clearing a batch's rows, the delivered check's "not quarantined"
+    # (bench/RESULTS.md, "indexes").
     sa.Index("quarantine_key", "entity", "record_key", "stage"),
 )
 

@@ -10,15 +10,13 @@ import sqlalchemy as sa
 
 from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines.pos.entity import Entity
-from aiq_pipelines.pos.source import PosSource
+from aiq_pipelines.pos.source import DEFAULT_CHUNK_SIZE, PosSource
 from aiq_pipelines.pos.times import BusinessCalendar
 from aiq_pipelines.sync import extract, strays
 from aiq_pipelines.sync.extract import OnChunk
 from aiq_pipelines.sync.quarantine import Stage, quarantine_count, quarantined
 from aiq_pipelines.sync.reports import StageReport, StrayReport
 from aiq_pipelines.sync.schema import ensure_schema
-
-DEFAULT_CHUNK_SIZE = 5000
 
 
 class SyncStore:

@@ -152,6 +152,35 @@ def test_rerun_replaces_the_window_and_a_fixed_row_leaves_quarantine(pos, sync_u
     assert record["transaction_id"] == "B" and len(record["lines"]) == 1
 
 
+def changed_at(store: SyncStore, table: sa.Table = staged_transactions) -> dict[str, dt.datetime]:
+    key = next(iter(table.primary_key.columns))
+    with store.engine.connect() as conn:
+        return {k: v for k, v in conn.execute(sa.select(key, table.c.changed_at))}
+
+
+def test_a_restaged_record_keeps_its_change_time_unless_its_content_changed(pos, sync_url):
+    pos.add_sale("same", local(2026, 6, 10, 12))
+    pos.add_sale("edited", local(2026, 6, 10, 13))
+    pos.add_customer("C1", modified=local(2026, 6, 10, 9))
+    pos.add_customer("C2", modified=local(2026, 6, 10, 9))
+    store, source = SyncStore(sync_url, "America/Denver"), PosSource(pos.url)
+    before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    store.stage_transactions(source, *window("2026-06-10"), run_id="r1")
+    store.stage_personas(source, *window("2026-06-10"), run_id="r1")
+    first, first_personas = changed_at(store), changed_at(store, staged_personas)
+    assert all(before <= moment <= dt.datetime.now(dt.UTC).replace(tzinfo=None) for moment in first.values())
+
+    pos.execute("UPDATE transactions SET is_void = 1 WHERE transaction_id = 'edited'")
+    pos.execute("UPDATE customers SET city = 'Boulder' WHERE customer_id = 'C2'")
+    store.stage_transactions(source, *window("2026-06-10"), run_id="r2")
+    store.stage_personas(source, *window("2026-06-10"), run_id="r2")
+    second, second_personas = changed_at(store), changed_at(store, staged_personas)
+
+    assert second["same"] == first["same"] and second_personas["C1"] == first_personas["C1"]
+    assert second["edited"] > first["edited"] and second_personas["C2"] > first_personas["C2"]
+    assert max(second.values()) <= dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
 def test_a_runs_check_counts_survive_another_run_restaging_the_same_days(pos, sync_url):
     pos.add_sale("in-day", local(2026, 6, 10, 12))
     store, source = SyncStore(sync_url, "America/Denver"), PosSource(pos.url)
@@ -268,7 +297,9 @@ def assert_upsert_stores_every_type_and_replaces_by_key(sync_url: str) -> None:
                 "transaction_at": dt.datetime(2026, 6, day, 14, 0, 5, 120000), "customer_id": None if void else "C1",
                 "is_void": void, "last_modified_at": dt.datetime(2026, 6, day, 14, 0, 18), "record": "{}",
                 "content_hash": "c" * 64, "payload": payload, "payload_hash": None if payload is None else "p" * 64,
-                "payload_error": "why" if payload is None else None, "run_id": "r1", "staged_at": dt.datetime(2026, 7, 1)}
+                "payload_error": "why" if payload is None else None, "run_id": "r1", "staged_at": dt.datetime(2026, 7, 1),
+                "location_id": "STORE-01", "location_name": "Muffins Denver",
+                "changed_at": None if void else dt.datetime(2026, 7, 1, 0, 0, 1, 5)}
 
     with store.engine.begin() as conn:
         upsert(conn, staged_transactions, [row("A", 9, False, b'{"pos_id":"A"}'), row("B", 9, False, None)])
@@ -295,15 +326,16 @@ def test_upsert_stores_every_type_and_replaces_by_key(sync_url):
 
 
 def test_upsert_writes_sqlite_dates_and_times_as_sqlalchemy_does(tmp_path):
-    """The upsert's own date and time conversion on SQLite (isoformat) stores the very text SQLAlchemy's would, for
-    every kind of value a DateTime or Date column may be handed, so reads and comparisons in SQL are unchanged."""
+    """The upsert's date and time conversion on SQLite stores the very text SQLAlchemy's would, for every kind of value
+    a DateTime or Date column may be handed, so reads and comparisons in SQL are unchanged."""
     store = SyncStore(f"sqlite:///{tmp_path / 'sync.db'}", "America/Denver")
     moments = [dt.datetime(2026, 6, 9, 14, 0, 5, 120000), dt.datetime(2026, 6, 9, 14, 0, 5),
                dt.datetime(999, 1, 2, 3, 4, 5, 6), dt.datetime(2026, 6, 9, 14, 0, 5, 7, tzinfo=DENVER), dt.date(2026, 6, 9)]
     days = [dt.date(2026, 6, 9), dt.date(999, 1, 2), dt.date(2026, 6, 9), dt.date(2026, 6, 9), dt.date(2026, 6, 9)]
     rows = [{"transaction_id": f"T{n}", "business_date": day, "transaction_at": moment, "customer_id": None,
              "is_void": False, "last_modified_at": moment, "record": "{}", "content_hash": "c" * 64, "payload": None,
-             "payload_hash": None, "payload_error": "why", "run_id": "r1", "staged_at": moment}
+             "payload_hash": None, "payload_error": "why", "run_id": "r1", "staged_at": moment,
+             "location_id": "STORE-01", "location_name": "Muffins Denver", "changed_at": moment}
             for n, (moment, day) in enumerate(zip(moments, days, strict=True))]
     with store.engine.begin() as conn:
         upsert(conn, staged_transactions, rows)
