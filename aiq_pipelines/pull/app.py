@@ -165,9 +165,13 @@ def create_app(config: PullConfig) -> FastAPI:
                 cursor = signer.decode(text, endpoint)
             except CursorError as exc:
                 raise BadRequest(str(exc)) from None
-            given = {name: value for name, value in params.items() if value is not None}
-            if any(cursor.window.get(name) != value for name, value in given.items() if name != "updated_before"):
-                raise BadRequest("cursor: it belongs to another window; pass only cursor (and limit) to go on")
+            # The window's parameters may be sent again with the cursor (the upper bound is the cursor's), but not others.
+            for name, value in params.items():
+                if name == "updated_before":
+                    continue
+                given = value if name == "location_id" else rfc3339(_timestamp(name, value))
+                if cursor.window.get(name) != given:
+                    raise BadRequest("cursor: it belongs to another window; pass only cursor (and limit) to go on")
             window = cursor.window
             after = (naive_utc(parse_rfc3339(cursor.after[0])), cursor.after[1])
         else:

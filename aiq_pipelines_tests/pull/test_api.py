@@ -291,6 +291,20 @@ def test_a_tampered_cursor_is_refused(demo_day, pull_server_factory):
     assert server.get("/v1/transactions", cursor=cursor).status_code == 200
 
 
+def test_a_cursor_may_come_with_its_own_window_again_but_not_with_another(demo_day, pull_server_factory):
+    server = pull_server_factory(demo_day)
+    start, end = local_midnight(DAY), local_midnight(DAY + dt.timedelta(days=1))
+    first = server.get("/v1/transactions", occurred_from=z(start), occurred_to=z(end), limit=5).json()
+    same = {"occurred_from": start.isoformat(), "occurred_to": end.isoformat()}  # +00:00 rather than Z
+
+    again = server.get("/v1/transactions", cursor=first["next_cursor"], limit=5, **same)
+    other = server.get("/v1/transactions", cursor=first["next_cursor"], limit=5,
+                       occurred_from=z(start - dt.timedelta(days=1)), occurred_to=z(end))
+
+    assert again.status_code == 200 and again.json()["data"][0]["transaction_id"] > first["data"][-1]["transaction_id"]
+    assert other.status_code == 400 and other.json()["error"].startswith("cursor:")
+
+
 def test_without_a_valid_key_it_is_401_with_no_hint(demo_day, pull_server_factory):
     server = pull_server_factory(demo_day)
     refusals = [
