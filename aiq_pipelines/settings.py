@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from aiq_pipelines.aiq.client import MAX_BULK_BATCH, MAX_IN_FLIGHT, MAX_INVENTORY_BATCH
+from aiq_pipelines.aiq.client import BulkBatchSize, InFlight, InventoryBatchSize
 from aiq_pipelines.pos.source import DEFAULT_CHUNK_SIZE
 
 DATA_DIR = Path(os.environ.get("AIQ_PIPELINES_DATA_DIR", ".data"))
@@ -68,17 +68,14 @@ class Settings(BaseSettings):
         0.1, ge=0, le=1, description="Extra time each send counts in AIQ's windows, covering the spread of delays "
         "between our stamp and AIQ's arrival time; long windows get at least 1% of their length.",
     )
-    aiq_batch_size_sales: int = Field(100, ge=1, le=MAX_BULK_BATCH)
-    aiq_batch_size_members: int = Field(100, ge=1, le=MAX_BULK_BATCH)
-    aiq_batch_size_inventory: int = Field(
-        100, ge=1, le=MAX_INVENTORY_BATCH, description="AIQ caps inventory at 100 items a call."
-    )
+    aiq_batch_size_sales: BulkBatchSize = 100
+    aiq_batch_size_members: BulkBatchSize = 100
+    aiq_batch_size_inventory: InventoryBatchSize = Field(100, description="AIQ caps inventory at 100 items a call.")
     aiq_timeout_seconds: float = Field(30.0, gt=0)
     aiq_max_attempts: int = Field(6, ge=1, le=20, description="Attempts per request, the first included.")
     aiq_max_retry_seconds: float = Field(300.0, gt=0, description="Total time one request may spend retrying.")
-    aiq_max_in_flight: int = Field(
-        3, ge=1, le=MAX_IN_FLIGHT,
-        description="Batches the push keeps at AIQ at once; acknowledgements still reach the ledger in order.",
+    aiq_max_in_flight: InFlight = Field(
+        3, description="Batches the push keeps at AIQ at once; acknowledgements still reach the ledger in order."
     )
 
     sensor_interval_seconds: int = Field(60, ge=5)

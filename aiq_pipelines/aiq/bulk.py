@@ -92,6 +92,8 @@ class BulkSender:
         its error is raised. Batches after it may have reached AIQ unacknowledged by the caller; re-sending them is
         harmless (AIQ's upserts are keyed).
         """
+        if size < 1:
+            raise ValueError(f"a batch holds at least one record, not {size}")
         with _prompt_thread_switches():
             iterator = iter(items)
             in_flight: deque[Future[BatchOutcome[K, P, A]]] = deque()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
+
+from pydantic import Field
 
 from aiq_pipelines.aiq.bulk import MAX_IN_FLIGHT, BatchOutcome, BulkSender
 from aiq_pipelines.aiq.errors import AiqAccountError, AiqContactNotFoundError, AiqError
@@ -19,10 +21,16 @@ from aiq_pipelines.aiq.payloads import AiqPayload, EncodedPayload, InventoryPayl
 from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
 from aiq_pipelines.aiq.transport import ClientStats, Transport
 
-__all__ = ["MAX_INVENTORY_BATCH", "MAX_IN_FLIGHT", "AiqClient", "MemberAck", "PersonaMatch"]
+__all__ = ["MAX_INVENTORY_BATCH", "MAX_IN_FLIGHT", "AiqClient", "BulkBatchSize", "InFlight", "InventoryBatchSize",
+           "MemberAck", "PersonaMatch"]
 
 MAX_INVENTORY_BATCH = 100  # AIQ's cap on createUpdateInventory
 MAX_BULK_BATCH = 1000  # the most sales or members the project puts in one bulk call
+
+# The ranges of the client's options, stated once: the settings and the Dagster resource both declare their fields so.
+BulkBatchSize = Annotated[int, Field(ge=1, le=MAX_BULK_BATCH)]
+InventoryBatchSize = Annotated[int, Field(ge=1, le=MAX_INVENTORY_BATCH)]
+InFlight = Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT)]
 
 K = TypeVar("K")
 

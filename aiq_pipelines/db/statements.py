@@ -19,11 +19,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 
 def upsert(
-    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], *, keep_unless: tuple[str, str] | None = None
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]],
+    *, keep_unless: tuple[str, tuple[str, ...]] | None = None,
 ) -> None:
     """Insert rows, or update them where their primary key exists (SQLite and PostgreSQL). Every row has the keys of
-    the first. ``keep_unless=(column, witness)`` keeps a stored row's ``column`` when its ``witness`` column is
-    unchanged (a timestamp of the last real change, kept across rewrites of the same content)."""
+    the first. ``keep_unless=(column, witnesses)`` keeps a stored row's ``column`` when none of its ``witnesses``
+    changed (NULL equal to NULL): a timestamp of the last real change, kept across rewrites of the same content."""
     if rows:
         statement = _compiled_upsert(conn.dialect, table, tuple(rows[0]), keep_unless)
         conn.exec_driver_sql(statement.sql, [statement.parameters(row) for row in rows])
@@ -50,7 +51,7 @@ class _CompiledUpsert:
 
 @functools.cache
 def _compiled_upsert(
-    dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...], keep_unless: tuple[str, str] | None
+    dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...], keep_unless: tuple[str, tuple[str, ...]] | None
 ) -> _CompiledUpsert:
     unknown = sorted(set(columns) - set(table.c.keys()))
     if unknown:
@@ -64,7 +65,9 @@ def _compiled_upsert(
 
 
 @functools.cache
-def _upsert_statement(dialect: str, table: sa.Table, keep_unless: tuple[str, str] | None) -> sa.Executable:
+def _upsert_statement(
+    dialect: str, table: sa.Table, keep_unless: tuple[str, tuple[str, ...]] | None
+) -> sa.Executable:
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
         raise NotImplementedError(f"the sync database supports SQLite and PostgreSQL, not {dialect}")
@@ -72,8 +75,8 @@ def _upsert_statement(dialect: str, table: sa.Table, keep_unless: tuple[str, str
     keys = [c.name for c in table.primary_key.columns]
     values: dict[str, Any] = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
     if keep_unless is not None:
-        kept, witness = keep_unless
-        same = table.c[witness] == stmt.excluded[witness]
+        kept, witnesses = keep_unless
+        same = sa.and_(*(table.c[name].is_not_distinct_from(stmt.excluded[name]) for name in witnesses))
         values[kept] = sa.case((same, table.c[kept]), else_=stmt.excluded[kept])
     return stmt.on_conflict_do_update(index_elements=keys, set_=values)
 

@@ -16,7 +16,7 @@ from typing import Any, Self
 import dagster as dg
 from pydantic import Field
 
-from aiq_pipelines.aiq.client import AiqClient
+from aiq_pipelines.aiq.client import AiqClient, BulkBatchSize, InFlight, InventoryBatchSize
 from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
 from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.settings import Settings
@@ -88,13 +88,13 @@ class AiqResource(dg.ConfigurableResource):
     rate_limit_margin_seconds: float = Field(
         description="Extra time each send counts in the rate windows (AIQ_RATE_LIMIT_MARGIN_SECONDS)."
     )
-    batch_size_sales: int
-    batch_size_members: int
-    batch_size_inventory: int
+    batch_size_sales: BulkBatchSize
+    batch_size_members: BulkBatchSize
+    batch_size_inventory: InventoryBatchSize
     timeout_seconds: float
     max_attempts: int
     max_retry_seconds: float
-    max_in_flight: int = Field(description="Batches kept at AIQ at once (AIQ_MAX_IN_FLIGHT).")
+    max_in_flight: InFlight = Field(description="Batches kept at AIQ at once (AIQ_MAX_IN_FLIGHT).")
     rate_limit_database_url: str = Field(
         description="Database holding the account-wide rate limiter's send log (the sync database)."
     )

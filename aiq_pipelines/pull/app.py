@@ -26,6 +26,7 @@ from aiq_pipelines.pull.render import customer, inventory_items, transaction
 DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
 MAX_BACKFILL_DAYS = 31
 WINDOW_PARAMETERS = ("updated_since", "updated_before", "occurred_from", "occurred_to", "location_id")
+PUBLIC_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 
 class BadRequest(ValueError):
@@ -50,7 +51,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def _only(request: Request, allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(request.query_params) - set(allowed))
     if unknown:
-        raise BadRequest(f"{unknown[0]}: unknown parameter; this endpoint takes {', '.join(allowed)}")
+        takes = f"takes {', '.join(allowed)}" if allowed else "takes no parameters"
+        raise BadRequest(f"{unknown[0]}: unknown parameter; this endpoint {takes}")
     for name in request.query_params:
         if len(request.query_params.getlist(name)) > 1:
             raise BadRequest(f"{name}: given more than once")
@@ -61,7 +63,7 @@ def _timestamp(name: str, text: str | None) -> dt.datetime | None:
         return None
     try:
         return parse_rfc3339(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise BadRequest(f"{name}: expected an RFC 3339 timestamp with Z or an offset, such as 2026-06-10T18:00:00Z")\
             from None
 
@@ -69,7 +71,7 @@ def _timestamp(name: str, text: str | None) -> dt.datetime | None:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         raise BadRequest(f"limit: expected a whole number from 1 to {MAX_LIMIT}")
     return int(text)
 
@@ -131,8 +133,9 @@ def create_app(config: PullConfig) -> FastAPI:
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[..., Any]) -> Response:
-        if not request.url.path.startswith("/v1/"):
-            return await call_next(request)  # the OpenAPI document and /docs are public
+        root, path = request.scope.get("root_path", ""), request.scope["path"]
+        if (path[len(root):] if root and path.startswith(root) else path) in PUBLIC_PATHS:
+            return await call_next(request)  # every other path needs a key, whatever it is mounted under
         who = config.keys.match(request.headers.get("authorization"))
         if who is None:
             return _error(401, "unauthorized", {"WWW-Authenticate": 'Bearer realm="aiq-pipelines", Basic'})
@@ -146,13 +149,17 @@ def create_app(config: PullConfig) -> FastAPI:
     async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
         return _error(400, str(exc))
 
-    @app.exception_handler(sa.exc.OperationalError)
-    async def unreadable(_request: Request, _exc: sa.exc.OperationalError) -> JSONResponse:
+    async def unreadable(_request: Request, _exc: Exception) -> JSONResponse:
         return _error(503, "the sync database cannot be read, or nothing is staged there yet: run an extract")
+
+    # SQLite says "no such table" with an OperationalError, PostgreSQL with a ProgrammingError.
+    app.add_exception_handler(sa.exc.OperationalError, unreadable)
+    app.add_exception_handler(sa.exc.ProgrammingError, unreadable)
 
     def page(
         request: Request, endpoint: str, entity: Entity, fetch: Callable[..., list[sa.Row]],
-        render: Callable[[sa.Row], Any], key: Callable[[sa.Row], tuple[dt.datetime, str]], backfill: bool,
+        render: Callable[[sa.Row], Any], key: Callable[[sa.Row, reads.Window], tuple[dt.datetime, str]],
+        backfill: bool,
     ) -> dict:
         allowed = (*WINDOW_PARAMETERS, "limit", "cursor") if backfill else (
             "updated_since", "updated_before", "limit", "cursor")
@@ -190,8 +197,8 @@ def create_app(config: PullConfig) -> FastAPI:
         rows = rows[:limit]
         next_cursor = None
         if more:
-            last_changed, last_key = key(rows[-1])
-            next_cursor = signer.encode(Cursor(endpoint, window, [rfc3339(last_changed), last_key]))
+            last_moment, last_key = key(rows[-1], bounds)
+            next_cursor = signer.encode(Cursor(endpoint, window, [rfc3339(last_moment), last_key]))
         return {"window": window, "high_watermark": window["updated_before"], "next_cursor": next_cursor,
                 "held_back": held, "data": [render(row) for row in rows]}
 
@@ -206,13 +213,15 @@ def create_app(config: PullConfig) -> FastAPI:
         limit: str | None = Query(None, description=f"Records a page, 1-{MAX_LIMIT} ({DEFAULT_LIMIT})."),
         cursor: str | None = Query(None, description="next_cursor of the previous page."),
     ) -> dict:
-        """Sales and returns with their lines, cost and margin, ordered by (updated_at, transaction_id).
+        """Sales and returns with their lines, cost and margin, ordered by (updated_at, transaction_id), or for a
+        backfill by (occurred_at, transaction_id).
 
         Pull by `updated_since` (store the returned `high_watermark` and pass it next time), or backfill by
         `occurred_from`/`occurred_to`; never both. A void or an edit bumps `updated_at`, so it reaches the next
         incremental pull. Quarantined receipts are not served; `held_back` counts them."""
         return page(request, "transactions", Entity.TRANSACTION, reads.transactions,
-                    lambda row: transaction(row, zone), lambda row: (row.changed_at, row.transaction_id),
+                    lambda row: transaction(row, zone),
+                    lambda row, bounds: (row.transaction_at if bounds.backfill else row.changed_at, row.transaction_id),
                     backfill=True)
 
     @app.get("/v1/customers", response_model=models.CustomerPage, tags=["pull"])
@@ -226,7 +235,7 @@ def create_app(config: PullConfig) -> FastAPI:
         """Customers (AIQ personas) changed in the window, with phones and emails normalized as the push sends them;
         invalid and placeholder values are null, never served."""
         return page(request, "customers", Entity.PERSONA, reads.customers, customer,
-                    lambda row: (row.changed_at, row.customer_id), backfill=False)
+                    lambda row, _bounds: (row.changed_at, row.customer_id), backfill=False)
 
     @app.get("/v1/inventory", response_model=models.InventoryPage, tags=["pull"],
              responses={304: {"description": "The snapshot has not changed since the ETag given in If-None-Match."}})
@@ -239,22 +248,25 @@ def create_app(config: PullConfig) -> FastAPI:
         """The current inventory snapshot: stock, unit cost, price and margin per product and store, with an ETag."""
         _only(request, ("location_id", "limit", "cursor"))
         size = _limit(limit)
-        after = None
+        previous = None
         if cursor is not None:
             try:
-                after = signer.decode(cursor, "inventory").after[0]
+                previous = signer.decode(cursor, "inventory")
             except CursorError as exc:
                 raise BadRequest(str(exc)) from None
         with config.engine.connect() as conn:
-            version, taken = reads.inventory_version(conn)
-            etag = f'"{version}{"-" + location_id if location_id else ""}"'
+            version, taken = reads.inventory_version(conn, location_id)
+            etag = f'"{version}"'
+            if previous is not None and previous.window.get("version") != version:
+                return _error(409, "cursor: the inventory snapshot changed since the first page; start again without "
+                                   "cursor")
             if request.headers.get("if-none-match") == etag:
                 return Response(status_code=304, headers={"ETag": etag})
-            rows = reads.inventory(conn, after, size + 1)
+            rows = reads.inventory(conn, None if previous is None else previous.after[0], size + 1)
         more = len(rows) > size
         rows = rows[:size]
         items = [item for row in rows for item in inventory_items(row, location_id)]
-        next_cursor = signer.encode(Cursor("inventory", {}, [rows[-1].product_id])) if more else None
+        next_cursor = signer.encode(Cursor("inventory", {"version": version}, [rows[-1].product_id])) if more else None
         body = {"data": items, "as_of": None if taken is None else rfc3339(taken), "next_cursor": next_cursor}
         return JSONResponse(models.InventoryPage.model_validate(body).model_dump(mode="json"), headers={"ETag": etag})
 

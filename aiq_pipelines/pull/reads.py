@@ -1,7 +1,9 @@
 """What the pull API reads from the sync database: staged records in keyset order, and what is held back.
 
-Every page is ordered by ``(changed_at, key)`` and bounded above by the window's fixed ``before``, so paging neither
-skips nor repeats a row while new versions land above the bound. Reads only: the service never writes the database.
+Every page is bounded above by the window's fixed ``before`` (on ``changed_at``) and ordered by ``(changed_at, key)``,
+or for a backfill by ``(transaction_at, key)``: a record that changes while a caller pages moves above the bound, so
+no order shifts under the caller and paging neither skips nor repeats a row. Reads only: the service never writes the
+database.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ class Window:
     occurred_to: dt.datetime | None = None
     location_id: str | None = None
 
+    @property
+    def backfill(self) -> bool:
+        return self.occurred_from is not None and self.occurred_to is not None
+
 
 def _after(columns: Sequence[sa.ColumnElement], after: tuple[dt.datetime, str] | None) -> list[sa.ColumnElement[bool]]:
     return [] if after is None else [sa.tuple_(*columns) > sa.tuple_(*after)]
@@ -37,9 +43,10 @@ def _after(columns: Sequence[sa.ColumnElement], after: tuple[dt.datetime, str] |
 def transactions(
     conn: sa.Connection, window: Window, after: tuple[dt.datetime, str] | None, limit: int
 ) -> list[sa.Row]:
-    """Up to ``limit`` staged sales of the window after ``after`` (changed_at, transaction_id)."""
+    """Up to ``limit`` staged sales of the window after ``after``: (changed_at, transaction_id), or for a backfill
+    (transaction_at, transaction_id)."""
     table = staged_transactions
-    order = (table.c.changed_at, table.c.transaction_id)
+    order = (table.c.transaction_at if window.backfill else table.c.changed_at, table.c.transaction_id)
     conditions = [table.c.changed_at < window.before, *_after(order, after)]
     if window.since is not None:
         conditions.append(table.c.changed_at >= window.since)
@@ -47,8 +54,8 @@ def transactions(
         conditions += [table.c.transaction_at >= window.occurred_from, table.c.transaction_at < window.occurred_to]
     if window.location_id is not None:
         conditions.append(table.c.location_id == window.location_id)
-    query = (sa.select(table.c.transaction_id, table.c.record, table.c.business_date, table.c.changed_at,
-                       table.c.staged_at)
+    query = (sa.select(table.c.transaction_id, table.c.record, table.c.business_date, table.c.transaction_at,
+                       table.c.changed_at, table.c.staged_at)
              .where(*conditions).order_by(*order).limit(limit))
     return list(conn.execute(query))
 
@@ -103,8 +110,9 @@ def inventory(conn: sa.Connection, after: str | None, limit: int) -> list[sa.Row
     return list(conn.execute(query))
 
 
-def inventory_version(conn: sa.Connection) -> tuple[str, dt.datetime | None]:
-    """A digest of the whole snapshot's content (its ETag) and when it was taken."""
+def inventory_version(conn: sa.Connection, location_id: str | None) -> tuple[str, dt.datetime | None]:
+    """A digest of the snapshot's content as served for ``location_id`` (its ETag), and when it was taken."""
     table = staged_inventory
     hashes = conn.scalars(sa.select(table.c.content_hash).order_by(table.c.product_id))
-    return digest(",".join(hashes))[:32], conn.scalar(sa.select(sa.func.max(table.c.staged_at)))
+    served = ",".join(hashes) + ("" if location_id is None else f"|{location_id}")
+    return digest(served)[:32], conn.scalar(sa.select(sa.func.max(table.c.staged_at)))

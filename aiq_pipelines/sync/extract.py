@@ -85,13 +85,14 @@ def _stage(
         table.c.business_date.between(first_day, end_day - dt.timedelta(days=1))
     ]
     keep_unless = CHANGED_AT if plan.tracks_changes else None
+    quarantined_in_window = [] if plan.raw_moment_column is None else [
+        quarantine.c.business_date >= first_day, quarantine.c.business_date < end_day
+    ]
     with old_objects_frozen(), engine.begin() as conn:
-        if plan.raw_moment_column is None:
-            conn.execute(quarantine.delete().where(mine))
-        else:
-            conn.execute(quarantine.delete().where(
-                mine, quarantine.c.business_date >= first_day, quarantine.c.business_date < end_day
-            ))
+        conn.execute(quarantine.delete().where(mine, *quarantined_in_window))
+        # Rows an earlier staging under this same run id wrote (a retried step) count as another run's, so those the
+        # POS no longer holds are deleted below too.
+        conn.execute(table.update().where(*in_window, table.c.run_id == run_id).values(run_id=""))
         for batch in chunked(groups, chunk_size):
             now = utc_now()
             good: list[dict[str, Any]] = []
@@ -115,7 +116,10 @@ def _stage(
             report.chunks += 1
             if on_chunk is not None:
                 on_chunk(report)
-        conn.execute(table.delete().where(*in_window, table.c.run_id != run_id))  # gone from the POS's window
+        # What this run did not write is gone from the POS's window. Deleted last, after every row this run wrote is
+        # locked: a run staging the same days at once (PostgreSQL) then waits, and the later commit wins whole.
+        conn.execute(table.delete().where(*in_window, table.c.run_id != run_id))
+        conn.execute(quarantine.delete().where(mine, *quarantined_in_window, quarantine.c.run_id != run_id))
         if plan.finish is not None:
             plan.finish(conn, report)
         if plan.tracks_changes:

@@ -39,7 +39,9 @@ staged_transactions = sa.Table(
     # (delivery.undelivered) without reading the wide rows (bench/RESULTS.md, "indexes").
     sa.Index("ix_staged_transactions_day_key", "business_date", "transaction_id", "customer_id", "is_void",
              "content_hash"),
-    sa.Index("ix_staged_transactions_changed", "changed_at", "transaction_id"),  # the pull API's keyset order
+    # The pull API's keyset orders: incremental pulls by change, backfills by when the sale was rung.
+    sa.Index("ix_staged_transactions_changed", "changed_at", "transaction_id"),
+    sa.Index("ix_staged_transactions_at", "transaction_at", "transaction_id"),
 )
 
 staged_personas = sa.Table(
@@ -65,11 +67,12 @@ staged_personas = sa.Table(
     sa.Index("ix_staged_personas_changed", "changed_at", "customer_id"),  # the pull API's keyset order
 )
 
-# ``changed_at``: when a staged record's content last changed, as the sync database's clock saw it commit. A restaged
-# record whose content hash is the same keeps it; a new or changed one gets the moment its extract finished writing,
-# just before the commit. The pull API's watermark runs on it, so a record is never stamped earlier than it became
-# visible by more than the commit takes, which the settle lag (PULL_API_SETTLE_SECONDS) covers.
-CHANGED_AT = ("changed_at", "content_hash")
+# ``changed_at``: when what the pull API serves of a staged record last changed. A record restaged with the same
+# content and payload hashes keeps it; a new or changed one gets the moment its extract finished writing, just before
+# the commit, by the extract host's clock. The pull API's watermark runs on it, so a record is never stamped earlier
+# than it became visible by more than the commit takes, which the settle lag (PULL_API_SETTLE_SECONDS) covers as long
+# as the hosts' clocks agree to within it.
+CHANGED_AT = ("changed_at", ("content_hash", "payload_hash"))
 
 # The customers the staged sales name, whatever day they were last modified, with their payloads: a sale's persona
 # must reach AIQ before the sale, and most customers of a day's sales were modified long before it. Keyed by customer

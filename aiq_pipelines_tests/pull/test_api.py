@@ -6,11 +6,13 @@ Records come back field-exact against the POS, paging survives the POS changing 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import zoneinfo
 from decimal import Decimal
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
 DAY = dt.date(2026, 3, 9)
+DAY_NOON = dt.datetime(2026, 3, 9, 19)  # UTC
 
 
 def local_midnight(day: dt.date) -> dt.datetime:
@@ -303,6 +306,39 @@ def test_a_cursor_may_come_with_its_own_window_again_but_not_with_another(demo_d
 
     assert again.status_code == 200 and again.json()["data"][0]["transaction_id"] > first["data"][-1]["transaction_id"]
     assert other.status_code == 400 and other.json()["error"].startswith("cursor:")
+
+
+def test_an_inventory_cursor_from_an_older_snapshot_is_refused(pos, sync_url, pull_server_factory):
+    pos.insert("inventory", product_id="P1", location_id="STORE-01", quantity_available=5, last_modified_at=DAY_NOON)
+    pos.insert("inventory", product_id="P2", location_id="STORE-01", quantity_available=9, last_modified_at=DAY_NOON)
+    stage_days(pos.url, sync_url, DAY, DAY, "r1")
+    server = pull_server_factory(sync_url)
+    first = server.get("/v1/inventory", limit=1)
+    pos.execute("UPDATE inventory SET quantity_available = 4 WHERE product_id = 'P1'")
+    stage_days(pos.url, sync_url, DAY, DAY, "r2")
+
+    later = server.get("/v1/inventory", limit=1, cursor=first.json()["next_cursor"])
+
+    assert later.status_code == 409 and later.json()["error"].startswith("cursor:")
+    assert server.get("/v1/inventory", limit=1, headers={"if-none-match": first.headers["etag"]}).status_code == 200
+
+
+def test_every_path_but_the_documents_needs_a_key_wherever_the_app_is_mounted(sync_url):
+    from aiq_pipelines.pull.server import build_app
+    from aiq_pipelines.settings import load_settings
+
+    SyncStore(sync_url, "America/Denver")
+    app = build_app(load_settings(sync_database_url=sync_url, pull_api_keys=KEY))
+
+    async def statuses() -> list[int]:
+        transport = httpx.ASGITransport(app=app, root_path="/pull")  # as behind a proxy that mounts it at /pull
+        async with httpx.AsyncClient(transport=transport, base_url="http://pull.test") as client:
+            return [(await client.get(path, headers=headers)).status_code for path, headers in [
+                ("/pull/v1/locations", {}), ("/pull/v1/locations", {"authorization": f"Bearer {KEY}"}),
+                ("/pull/openapi.json", {}), ("/pull/anything-else", {}),
+            ]]
+
+    assert asyncio.run(statuses()) == [401, 200, 200, 401]
 
 
 def test_without_a_valid_key_it_is_401_with_no_hint(demo_day, pull_server_factory):

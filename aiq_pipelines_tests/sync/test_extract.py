@@ -21,7 +21,7 @@ from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync import mapping, push
 from aiq_pipelines.sync.payload import PersonaPayload
-from aiq_pipelines.sync.schema import quarantine, staged_personas, staged_transactions
+from aiq_pipelines.sync.schema import CHANGED_AT, quarantine, staged_personas, staged_transactions
 from aiq_pipelines.sync.store import SyncStore
 from aiq_pipelines_tests.pos_factory import PosFactory
 
@@ -179,6 +179,28 @@ def test_a_restaged_record_keeps_its_change_time_unless_its_content_changed(pos,
     assert second["same"] == first["same"] and second_personas["C1"] == first_personas["C1"]
     assert second["edited"] > first["edited"] and second_personas["C2"] > first_personas["C2"]
     assert max(second.values()) <= dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def test_the_change_time_moves_when_only_the_payload_changes(sync_url):
+    """A new mapping (a phone now known to be a placeholder) changes what the pull API serves without changing the POS
+    record: the record's change time moves with its payload hash too, NULLs compared as equal."""
+    store = SyncStore(sync_url, "America/Denver")
+
+    def row(payload_digest: str | None, changed: dt.datetime) -> dict:
+        return {"customer_id": "C1", "business_date": dt.date(2026, 6, 10), "last_modified_at": dt.datetime(2026, 6, 10),
+                "record": "{}", "content_hash": "c" * 64, "payload": None, "payload_hash": payload_digest,
+                "payload_issues": None, "payload_error": None, "run_id": "r1", "staged_at": changed,
+                "changed_at": changed}
+
+    stamps = []
+    for payload_digest, changed in ((None, dt.datetime(2026, 7, 1)), (None, dt.datetime(2026, 7, 2)),
+                                    ("p" * 64, dt.datetime(2026, 7, 3)), ("p" * 64, dt.datetime(2026, 7, 4))):
+        with store.engine.begin() as conn:
+            upsert(conn, staged_personas, [row(payload_digest, changed)], keep_unless=CHANGED_AT)
+        stamps.append(changed_at(store, staged_personas)["C1"])
+
+    assert stamps == [dt.datetime(2026, 7, 1), dt.datetime(2026, 7, 1), dt.datetime(2026, 7, 3),
+                      dt.datetime(2026, 7, 3)]
 
 
 def test_a_runs_check_counts_survive_another_run_restaging_the_same_days(pos, sync_url):
