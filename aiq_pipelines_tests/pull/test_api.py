@@ -273,6 +273,8 @@ def test_the_settle_lag_holds_back_what_just_changed(pos, sync_url, pull_server_
           "occurred_to": "2026-03-10T00:00:00Z"}, "occurred_from"),
         ({"limit": "0"}, "limit"),
         ({"limit": "1001"}, "limit"),
+        ({"limit": "²"}, "limit"),
+        ({"updated_since": "0001-01-01T00:00:00+01:00"}, "updated_since"),
         ({"cursor": "not-a-cursor"}, "cursor"),
     ],
 )
@@ -339,6 +341,13 @@ def test_every_path_but_the_documents_needs_a_key_wherever_the_app_is_mounted(sy
             ]]
 
     assert asyncio.run(statuses()) == [401, 200, 200, 401]
+
+
+def test_a_sync_database_with_nothing_staged_yet_is_503_saying_so(tmp_path, pull_server_factory):
+    server = pull_server_factory(f"sqlite:///{tmp_path / 'never-extracted.db'}")
+    response = server.get("/v1/transactions")
+    assert response.status_code == 503 and "run an extract" in response.json()["error"]
+    assert not (tmp_path / "never-extracted.db").exists(), "the service opens the database read-only"
 
 
 def test_without_a_valid_key_it_is_401_with_no_hint(demo_day, pull_server_factory):
