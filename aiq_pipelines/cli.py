@@ -16,7 +16,7 @@ def _demo_data(args: argparse.Namespace) -> int:
     url = args.database_url or settings.pos_database_url
     options = demo.DemoOptions(
         days=args.days, stores=args.stores, seed=args.seed, end_date=args.end_date, min_sales=args.min_sales,
-        max_sales=args.max_sales, timezone=settings.pos_timezone,
+        max_sales=args.max_sales, timezone=settings.pos_timezone, timezones=tuple(args.timezones),
     )
     if args.if_absent:
         import sqlalchemy as sa
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                           help="last business day, YYYY-MM-DD (today in POS_TIMEZONE; sales after now are not written)")
     demo_cmd.add_argument("--min-sales", type=int, default=300, help="fewest sales a day per store (300)")
     demo_cmd.add_argument("--max-sales", type=int, default=1500, help="most sales a day per store (1500)")
+    demo_cmd.add_argument("--timezones", type=lambda text: [z.strip() for z in text.split(",") if z.strip()],
+                          default=[], help="each store's IANA time zone in turn, e.g. America/Phoenix,America/Denver "
+                                           "(default: every store in POS_TIMEZONE)")
     demo_cmd.add_argument("--database-url", default=None, help="SQLAlchemy URL (default POS_DATABASE_URL)")
     demo_cmd.add_argument("--replace", action="store_true", help="drop and recreate the POS tables first")
     demo_cmd.add_argument("--if-absent", action="store_true", help="do nothing if the POS already has its tables")

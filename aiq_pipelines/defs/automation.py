@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import zoneinfo
 from collections.abc import Iterable
 
 import dagster as dg
@@ -22,6 +21,7 @@ from aiq_pipelines.defs.partitions import BUSINESS_TIMEZONE, daily_partitions, s
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase
 from aiq_pipelines.pos.source import PosChange, PosSource
+from aiq_pipelines.pos.times import StoreDays
 
 # Writers whose clocks lag the newest timestamp by up to this much (or whose transactions commit late) are still seen.
 CLOCK_SKEW_OVERLAP = dt.timedelta(minutes=2)
@@ -81,11 +81,11 @@ def _rows(changes: Iterable[PosChange]) -> int:
     return sum(change.rows for change in changes)
 
 
-def _local_days(changes: Iterable[PosChange], timezone: zoneinfo.ZoneInfo) -> set[str]:
-    # A change group spans at most an hour, so its first and last rows name every local day it touches. Rows without
-    # a business timestamp name none: the next extract of any day quarantines them.
+def _local_days(changes: Iterable[PosChange], days: StoreDays) -> set[str]:
+    # A change group spans at most an hour of one store zone, so its first and last rows name every local day it
+    # touches there. Rows without a business timestamp name none: the next extract of any day quarantines them.
     return {
-        moment.astimezone(timezone).date().isoformat()
+        days.date_of(moment, change.timezone).isoformat()
         for change in changes
         for moment in (change.first_business_at, change.last_business_at)
         if moment is not None
@@ -127,7 +127,11 @@ def _next_tick(source: PosSource, previous: Watermark, first: str, today: str) -
         return dg.SkipReason(f"no POS changes since {previous.at.isoformat()}")
     changed = (source.changes(after, newest + _JUST_AFTER) if newer else []) + (overlap if late else [])
     watermark = Watermark(newest, _rows(overlap) if overlap_rows is None else overlap_rows)
-    days = sorted(day for day in _local_days(changed, BUSINESS_TIMEZONE) if first <= day <= today)
+    try:
+        local_days = _local_days(changed, StoreDays(BUSINESS_TIMEZONE))
+    except ValueError as exc:
+        raise ValueError(f"pos_change_sensor: a store's timezone (locations.timezone) {exc}") from None
+    days = sorted(day for day in local_days if first <= day <= today)
     if not days:
         return dg.SensorResult(
             skip_reason=(

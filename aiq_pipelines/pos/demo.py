@@ -87,11 +87,19 @@ class DemoOptions:
     min_sales: int = 300
     max_sales: int = 1500
     timezone: str = "America/Denver"
+    timezones: tuple[str, ...] = ()  # each store's zone in turn (a multi-state chain); empty: every store in timezone
     walk_in_share: float = 0.15
     return_share: float = 0.02
     void_share: float = 0.01
     late_edit_share: float = 0.01
     products: int = 240
+
+
+def _store_name(index: int, timezones: tuple[str, ...]) -> str:
+    """The demo's store names; in a chain across zones, named after each store's zone (Muffins Phoenix 1)."""
+    if not timezones:
+        return STORE_NAMES[index]
+    return f"Muffins {timezones[index % len(timezones)].rsplit('/', 1)[-1].replace('_', ' ')} {index + 1}"
 
 
 @dataclass(frozen=True)
@@ -210,16 +218,18 @@ def generate(
     reflected = sa.MetaData()
     reflected.reflect(engine, only=["locations", "customers", "products", "inventory", "transactions", "transaction_items"])
 
-    def utc(local_day: dt.date, seconds: int) -> dt.datetime:
+    zones = [zoneinfo.ZoneInfo(name) for name in options.timezones] or [tz]
+
+    def utc(local_day: dt.date, seconds: int, zone: zoneinfo.ZoneInfo = tz) -> dt.datetime:
         local = dt.datetime.combine(local_day, dt.time()) + dt.timedelta(seconds=seconds)
-        return local.replace(tzinfo=tz).astimezone(dt.UTC).replace(tzinfo=None)
+        return local.replace(tzinfo=zone).astimezone(dt.UTC).replace(tzinfo=None)
 
     period_start = utc(first_day, 0)
     with engine.begin() as conn:
         writer = _Writer(conn, dict(reflected.tables))
-        stores = [(f"STORE-{i + 1:02d}", STORE_NAMES[i]) for i in range(options.stores)]
-        for location_id, name in stores:
-            writer.add("locations", {"location_id": location_id, "name": name, "timezone": options.timezone})
+        stores = [(f"STORE-{i + 1:02d}", _store_name(i, options.timezones)) for i in range(options.stores)]
+        for i, (location_id, name) in enumerate(stores):
+            writer.add("locations", {"location_id": location_id, "name": name, "timezone": zones[i % len(zones)].key})
 
         products = _products(rng, options.products, period_start)
         for product in products:
@@ -261,7 +271,7 @@ def generate(
                 hours = rng.choices(list(curve), weights=list(curve.values()), k=count)
                 seconds = sorted(h * 3600 + rng.randint(0, 3599) for h in hours)
                 for seq, second in enumerate(seconds, start=1):
-                    at = utc(day, second)
+                    at = utc(day, second, zones[store_index % len(zones)])
                     if at > now_utc:
                         break
                     tx_id = f"{location_id[-2:]}-{day:%Y%m%d}-{seq:05d}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 TRANSACTIONS_SQL = """
-SELECT t.transaction_id, t.location_id, l.name AS location_name,
+SELECT t.transaction_id, t.location_id, l.name AS location_name, l.timezone AS location_timezone,
        CASE WHEN l.location_id IS NULL THEN 0 ELSE 1 END AS location_exists,
        t.customer_id, c.customer_type,
        CASE WHEN c.customer_id IS NULL THEN 0 ELSE 1 END AS customer_exists,
@@ -91,16 +91,23 @@ SELECT customer_id, business_at FROM strays ORDER BY customer_id
 """
 
 # What the change sensor reads: rows modified in [:since, :until), grouped by the UTC hour of their business time
-# (a sale's transaction_at, a customer's last_modified_at) so a burst of edits returns one row per hour, not per record.
-# A group spanning at most an hour touches at most two local days, and both only when its first and last rows do.
+# (a sale's transaction_at, a customer's last_modified_at) and, for sales, the time zone of their store, so a burst of
+# edits returns one row per hour and zone, not per record. A group spanning at most an hour touches at most two local
+# days of its zone, and both only when its first and last rows do.
+
+# The stores and the time zone of each one's business day.
+LOCATIONS_SQL = """
+SELECT location_id, name, timezone FROM locations ORDER BY location_id
+"""
 CHANGES_SQL = """
-SELECT MIN(transaction_at) AS first_business_at, MAX(transaction_at) AS last_business_at,
-       MAX(last_modified_at) AS last_modified_at, COUNT(*) AS changed_rows
-FROM transactions
-WHERE last_modified_at >= :since AND last_modified_at < :until
-GROUP BY SUBSTR(CAST(transaction_at AS TEXT), 1, 13)
+SELECT MIN(t.transaction_at) AS first_business_at, MAX(t.transaction_at) AS last_business_at,
+       MAX(t.last_modified_at) AS last_modified_at, COUNT(*) AS changed_rows, l.timezone AS timezone
+FROM transactions t
+LEFT JOIN locations l ON l.location_id = t.location_id
+WHERE t.last_modified_at >= :since AND t.last_modified_at < :until
+GROUP BY l.timezone, SUBSTR(CAST(t.transaction_at AS TEXT), 1, 13)
 UNION ALL
-SELECT MIN(last_modified_at), MAX(last_modified_at), MAX(last_modified_at), COUNT(*)
+SELECT MIN(last_modified_at), MAX(last_modified_at), MAX(last_modified_at), COUNT(*), NULL
 FROM customers
 WHERE last_modified_at >= :since AND last_modified_at < :until
 GROUP BY SUBSTR(CAST(last_modified_at AS TEXT), 1, 13)
@@ -175,6 +182,12 @@ QUERIES: dict[str, EntityQuery] = {
         required_columns=frozenset({"customer_id", "business_at"}),
         parameters=("window_end",),
         filter_rule="return the customers whose last_modified_at is NULL or at or after :window_end (a UTC timestamp)",
+    ),
+    "locations": EntityQuery(
+        "locations",
+        LOCATIONS_SQL,
+        key="location_id",
+        required_columns=frozenset({"location_id", "timezone"}),
     ),
     "changes": EntityQuery(
         "changes",

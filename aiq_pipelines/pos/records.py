@@ -76,6 +76,7 @@ class Transaction(_Record):
     transaction_id: str = Field(min_length=1)
     location_id: str = Field(min_length=1)
     location_name: str = Field(min_length=1)
+    location_timezone: OptionalText = None  # the store's IANA zone, its business day's; None means POS_TIMEZONE
     customer_id: OptionalText = None
     customer_type: OptionalText = None
     transaction_at: UtcDatetime

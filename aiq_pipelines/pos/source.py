@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import zoneinfo
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from aiq_pipelines.db.engines import read_only_engine_for
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.pos.queries import QUERIES, PosQueryError, load_queries
-from aiq_pipelines.pos.times import naive_utc, utc_timestamp
+from aiq_pipelines.pos.times import StoreDays, naive_utc, utc_timestamp
 
 RowGroup = tuple[Any, list[Mapping[str, Any]]]
 DEFAULT_CHUNK_SIZE = 5000  # rows a round trip; EXTRACT_CHUNK_SIZE's default
@@ -36,6 +37,7 @@ class PosChange:
     last_business_at: dt.datetime | None
     last_modified_at: dt.datetime
     rows: int
+    timezone: str | None = None  # the store's, for sales; None for customers (POS_TIMEZONE's days)
 
 
 def _utc(column: str, value: Any) -> dt.datetime:
@@ -61,7 +63,8 @@ class PosSource:
             return {"window_start": f"{start_utc:%Y-%m-%d %H:%M:%S}", "window_end": f"{end_utc:%Y-%m-%d %H:%M:%S}"}
         return {"window_start": start_utc, "window_end": end_utc}
 
-    def _stream(self, entity: str, params: Mapping[str, Any]) -> Iterator[RowGroup]:
+    def _stream(self, entity: str, params: Mapping[str, Any], *, reading: str | None = None) -> Iterator[RowGroup]:
+        """The query's rows grouped by key; an error says it could not read ``reading`` (the entity by default)."""
         query = self.queries[entity]
         try:
             with self.engine.connect() as conn:
@@ -83,7 +86,8 @@ class PosSource:
                     yield key, list(group)
         except sa.exc.SQLAlchemyError as exc:
             raise PosQueryError(
-                f"cannot read {entity} from the POS database ({self.engine.url.render_as_string(hide_password=True)}): "
+                f"cannot read {reading or entity} from the POS database "
+                f"({self.engine.url.render_as_string(hide_password=True)}): "
                 f"{exc.__class__.__name__}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}"
             ) from None
 
@@ -112,6 +116,26 @@ class PosSource:
         customized = self.queries[main].sql is not QUERIES[main].sql
         return not customized or self.queries[strays].sql is not QUERIES[strays].sql
 
+    def store_zones(self) -> dict[str, str | None]:
+        """Each store's time zone name as the POS gives it (``locations``). A POS whose custom queries replace the
+        transactions but give no locations query has none: its stores' days are all POS_TIMEZONE's."""
+        customized = self.queries["transactions"].sql is not QUERIES["transactions"].sql
+        if customized and self.queries["locations"].sql is QUERIES["locations"].sql:
+            return {}
+        # Read as part of reading the sales: an unreachable POS says it could not read the transactions, as before.
+        return {str(key): rows[0]["timezone"] for key, rows in self._stream("locations", {}, reading="transactions")}
+
+    def store_days(self, default: zoneinfo.ZoneInfo) -> StoreDays:
+        """The stores' business days, each store's zone checked: one that is not an IANA name stops the extract,
+        naming the store."""
+        zones = self.store_zones()
+        for store, name in zones.items():
+            try:
+                StoreDays(default).zone(name)
+            except ValueError as exc:
+                raise PosQueryError(f"store {store}: its timezone (locations.timezone) {exc}") from None
+        return StoreDays(default, zones.values())
+
     def inventory(self) -> Iterator[RowGroup]:
         """Every product with one row per store that stocks it."""
         return self._stream("inventory", {})
@@ -125,6 +149,7 @@ class PosSource:
                 last_business_at=utc_timestamp(row["last_business_at"]),
                 last_modified_at=_utc("last_modified_at", row["last_modified_at"]),
                 rows=int(row["changed_rows"]),
+                timezone=row.get("timezone") or None,
             )
             for _, rows in self._stream("changes", params)
             for row in rows

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -36,6 +37,40 @@ def utc_timestamp(value: Any) -> dt.datetime | None:
     if not isinstance(value, dt.datetime):
         return None
     return as_utc(value)
+
+
+class StoreDays:
+    """Business days store by store: each store's day is its own local day (``locations.timezone``), the default zone
+    (``POS_TIMEZONE``) for a store without one."""
+
+    def __init__(self, default: zoneinfo.ZoneInfo, zones: Iterable[str | None] = ()):
+        self.default = default
+        self._zones: dict[str, zoneinfo.ZoneInfo] = {}
+        self.zones = [default, *(self.zone(name) for name in zones if name)]
+
+    def zone(self, name: str | None) -> zoneinfo.ZoneInfo:
+        """The zone called ``name`` (the default for None); ValueError for a name that is not an IANA zone."""
+        if not name:
+            return self.default
+        found = self._zones.get(name)
+        if found is None:
+            try:
+                found = self._zones[name] = zoneinfo.ZoneInfo(name)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{name!r} is not an IANA time zone name such as America/Phoenix") from None
+        return found
+
+    def date_of(self, moment: dt.datetime, zone: str | None) -> dt.date:
+        """The local day of ``moment`` (naive values are UTC) in the store zone ``zone``."""
+        return as_utc(moment).astimezone(self.zone(zone)).date()
+
+    def span(self, first: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        """The UTC window holding the days [first, end) of every store: from the earliest store's midnight starting
+        ``first`` to the latest store's midnight ending the day before ``end``."""
+        def midnight(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+            return dt.datetime.combine(day, dt.time(), tzinfo=zone).astimezone(dt.UTC)
+
+        return min(midnight(first, z) for z in self.zones), max(midnight(end, z) for z in self.zones)
 
 
 class BusinessCalendar:

@@ -276,7 +276,8 @@ def create_app(config: PullConfig) -> FastAPI:
         _only(request, ())
         with config.engine.connect() as conn:
             stores = reads.locations(conn)
-        return {"data": [{"location_id": key, "name": name, "timezone": config.timezone} for key, name in stores]}
+        return {"data": [{"location_id": key, "name": name, "timezone": zone or config.timezone}
+                         for key, name, zone in stores]}
 
     return app
 

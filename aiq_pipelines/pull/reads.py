@@ -93,12 +93,12 @@ def held_back(conn: sa.Connection, entity: Entity, window: Window, first_day: dt
     return count
 
 
-def locations(conn: sa.Connection) -> list[tuple[str, str]]:
-    """The stores the staged sales name: (location_id, name)."""
+def locations(conn: sa.Connection) -> list[tuple[str, str, str | None]]:
+    """The stores the staged sales name: (location_id, name, time zone or None for POS_TIMEZONE's)."""
     table = staged_transactions
-    query = (sa.select(table.c.location_id, sa.func.max(table.c.location_name))
+    query = (sa.select(table.c.location_id, sa.func.max(table.c.location_name), sa.func.max(table.c.location_timezone))
              .group_by(table.c.location_id).order_by(table.c.location_id))
-    return [(row[0], row[1]) for row in conn.execute(query)]
+    return [(row[0], row[1], row[2]) for row in conn.execute(query)]
 
 
 def inventory(conn: sa.Connection, after: str | None, limit: int) -> list[sa.Row]:

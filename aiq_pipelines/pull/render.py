@@ -27,7 +27,8 @@ def transaction(row: sa.Row, zone: zoneinfo.ZoneInfo) -> dict[str, Any]:
         "status": "voided" if tx.is_void else "completed",
         "return_of_transaction_id": tx.return_of_transaction_id,
         "occurred_at": rfc3339(tx.transaction_at),
-        "occurred_at_local": tx.transaction_at.astimezone(zone).isoformat(),
+        "occurred_at_local": tx.transaction_at.astimezone(
+            zoneinfo.ZoneInfo(tx.location_timezone) if tx.location_timezone else zone).isoformat(),
         "business_date": row.business_date,
         "updated_at": rfc3339(row.changed_at),
         "extracted_at": rfc3339(row.staged_at),

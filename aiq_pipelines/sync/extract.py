@@ -24,6 +24,7 @@ from aiq_pipelines.aiq.payloads import payload_hash
 from aiq_pipelines.db.hashing import digest
 from aiq_pipelines.db.statements import upsert
 from aiq_pipelines.pos.entity import Entity
+from aiq_pipelines.pos.queries import PosQueryError
 from aiq_pipelines.pos.records import (
     InventoryItem,
     Persona,
@@ -65,6 +66,11 @@ class _Plan:
     to_row: Callable[[Any, str, dt.datetime], dict[str, Any]]
     raw_moment_column: str | None  # the POS column that dates a record; None for the undated inventory snapshot
     finish: Callable[[sa.Connection, StageReport], None] | None = None  # runs in the transaction, once all is written
+    # Records read only because the window was widened to hold every store's days, whose own store's day lies outside
+    # the window: another partition's extract stages or quarantines them. (With one zone, there are none.)
+    elsewhere: Callable[[Any], bool] | None = None
+    rows_elsewhere: Callable[[list[Mapping[str, Any]]], bool] | None = None
+    day_of_rows: Callable[[list[Mapping[str, Any]]], dt.date | None] | None = None
 
     @property
     def tracks_changes(self) -> bool:
@@ -101,12 +107,18 @@ def _stage(
                 try:
                     record = plan.build(rows)
                 except RecordRejected as exc:
+                    if plan.rows_elsewhere is not None and plan.rows_elsewhere(rows):
+                        continue
                     day = None
                     if plan.raw_moment_column is not None:
-                        moment = utc_timestamp(rows[0].get(plan.raw_moment_column))
-                        day = first_day if moment is None else calendar.date_of(moment)  # still belongs to a day
+                        day = plan.day_of_rows(rows) if plan.day_of_rows is not None else None
+                        if day is None:
+                            moment = utc_timestamp(rows[0].get(plan.raw_moment_column))
+                            day = first_day if moment is None else calendar.date_of(moment)  # still belongs to a day
                     rejects.append((key, day, exc.reason, rows))
                     report.reject(key, exc.reason)
+                    continue
+                if plan.elsewhere is not None and plan.elsewhere(record):
                     continue
                 good.append(plan.to_row(record, run_id, now))
             upsert(conn, table, good, keep_unless=keep_unless)
@@ -155,8 +167,35 @@ def stage_transactions(
     run_id: str, chunk_size: int, on_chunk: OnChunk = None,
 ) -> StageReport:
     """Replace the staged receipts of the business days in [start, end) with what the POS holds now, and stage the
-    customers they name (``staged_sale_customers``) as the POS holds them now."""
+    customers they name (``staged_sale_customers``) as the POS holds them now.
+
+    A receipt's business day is its store's local day: the POS is read over the window that holds those days in every
+    store's zone, and each receipt staged with the partition of its own store's day.
+    """
     customers: set[str] = set()
+    days = source.store_days(calendar.tz)
+    first_day, end_day = calendar.dates(start, end)
+    read_from, read_to = days.span(first_day, end_day)
+
+    def day_of(tx: Transaction) -> dt.date:
+        try:
+            return days.date_of(tx.transaction_at, tx.location_timezone)
+        except ValueError as exc:  # a custom query's location_timezone, not checked against the locations
+            raise PosQueryError(f"store {tx.location_id}: its timezone (location_timezone) {exc}") from None
+
+    def elsewhere(tx: Transaction) -> bool:
+        return read_from <= tx.transaction_at < read_to and not first_day <= day_of(tx) < end_day
+
+    def day_of_rows(rows: list[Mapping[str, Any]]) -> dt.date | None:
+        moment = utc_timestamp(rows[0].get("transaction_at"))
+        try:
+            return None if moment is None else days.date_of(moment, rows[0].get("location_timezone"))
+        except ValueError:
+            return None  # the store's zone is not one: the default zone's day
+
+    def rows_elsewhere(rows: list[Mapping[str, Any]]) -> bool:
+        moment, day = utc_timestamp(rows[0].get("transaction_at")), day_of_rows(rows)
+        return moment is not None and day is not None and read_from <= moment < read_to and not first_day <= day < end_day
 
     def to_row(tx: Transaction, run: str, now: dt.datetime) -> dict[str, Any]:
         if tx.customer_id is not None and not tx.is_void:  # a void is never sent, so it needs no persona
@@ -168,10 +207,11 @@ def stage_transactions(
             payload, payload_digest, error = None, None, mapping.payload_reason(exc)
         return {
             "transaction_id": tx.transaction_id,
-            "business_date": calendar.date_of(tx.transaction_at),
+            "business_date": day_of(tx),
             "transaction_at": naive_utc(tx.transaction_at),
             "location_id": tx.location_id,
             "location_name": tx.location_name,
+            "location_timezone": tx.location_timezone,
             "customer_id": tx.customer_id,
             "is_void": tx.is_void,
             "last_modified_at": naive_utc(tx.last_modified_at),
@@ -187,8 +227,9 @@ def stage_transactions(
     plan = _Plan(
         Entity.TRANSACTION, staged_transactions, build_transaction, to_row, "transaction_at",
         finish=lambda conn, report: _stage_sale_customers(conn, source, customers, run_id, report),
+        elsewhere=elsewhere, rows_elsewhere=rows_elsewhere, day_of_rows=day_of_rows,
     )
-    return _stage(engine, calendar, plan, source.transactions(start, end), start, end, run_id=run_id,
+    return _stage(engine, calendar, plan, source.transactions(read_from, read_to), start, end, run_id=run_id,
                   chunk_size=chunk_size, on_chunk=on_chunk)
 
 

@@ -21,6 +21,7 @@ staged_transactions = sa.Table(
     sa.Column("transaction_at", sa.DateTime, nullable=False),
     sa.Column("location_id", sa.String, nullable=False),
     sa.Column("location_name", sa.String, nullable=False),
+    sa.Column("location_timezone", sa.String),  # None: POS_TIMEZONE's days
     sa.Column("customer_id", sa.String, index=True),
     sa.Column("is_void", sa.Boolean, nullable=False),
     sa.Column("last_modified_at", sa.DateTime, nullable=False),

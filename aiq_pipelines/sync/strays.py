@@ -34,6 +34,8 @@ def quarantine_strays(
     column = _DATING_COLUMN[entity]
     report = StrayReport(entity=entity)
     first_day, end_day = calendar.dates(first_start, last_end)
+    if entity == Entity.TRANSACTION:  # a sale's day is its store's: the partitions' bounds in every store's zone
+        first_start, last_end = source.store_days(calendar.tz).span(first_day, end_day)
     rejects: list[Reject] = []
     for key, rows in source.strays(entity, first_start, last_end):
         moment = utc_timestamp(rows[0]["business_at"])

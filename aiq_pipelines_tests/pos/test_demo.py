@@ -125,3 +125,16 @@ def test_cli_rejects_impossible_options(tmp_path, bad):
     result = subprocess.run([sys.executable, "-m", "aiq_pipelines.cli", "demo-data", "--database-url",
                              f"sqlite:///{tmp_path / 'p.db'}", *bad], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.startswith("error: ")
+
+
+def test_a_chain_across_time_zones_sells_in_each_stores_own_hours(tmp_path):
+    url = f"sqlite:///{tmp_path / 'chain.db'}"
+    options = demo.DemoOptions(days=3, stores=2, end_date=dt.date(2026, 7, 16), min_sales=30, max_sales=40,
+                               timezones=("America/Phoenix", "America/New_York"))
+    demo.generate(url, options, now=dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
+
+    zones = dict(rows(url, "SELECT location_id, timezone FROM locations"))
+    assert zones == {"STORE-01": "America/Phoenix", "STORE-02": "America/New_York"}
+    for location_id, at in rows(url, "SELECT location_id, transaction_at FROM transactions"):
+        local = dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC).astimezone(zoneinfo.ZoneInfo(zones[location_id]))
+        assert 8 <= local.hour <= 23 and dt.date(2026, 7, 14) <= local.date() <= dt.date(2026, 7, 16), (location_id, at)

@@ -234,6 +234,20 @@ def test_paging_while_the_pos_changes_ends_with_every_record_once_in_its_latest_
     assert latest[voided][1] and latest[edited][0] == "103.5"
 
 
+def test_each_sale_is_served_with_its_own_stores_day_and_local_time(pos, sync_url, pull_server_factory):
+    pos.add_location("STORE-PHX", "Muffins Phoenix", timezone="America/Phoenix")
+    late = dt.datetime(2026, 7, 15, 23, 30, tzinfo=zoneinfo.ZoneInfo("America/Phoenix"))
+    pos.add_sale("PHX-late", late.astimezone(dt.UTC).replace(tzinfo=None), location_id="STORE-PHX")
+    stage_days(pos.url, sync_url, dt.date(2026, 7, 15), dt.date(2026, 7, 15), "r1")
+    server = pull_server_factory(sync_url)
+
+    [tx] = server.get("/v1/transactions").json()["data"]
+    stores = {s["location_id"]: s["timezone"] for s in server.get("/v1/locations").json()["data"]}
+
+    assert (tx["business_date"], tx["occurred_at_local"]) == ("2026-07-15", "2026-07-15T23:30:00-07:00")
+    assert stores == {"STORE-PHX": "America/Phoenix"}
+
+
 def test_quarantined_receipts_are_held_back_and_counted(pos, sync_url, pull_server_factory):
     noon = local_midnight(DAY) + dt.timedelta(hours=12)
     pos.add_sale("good", noon)

@@ -320,7 +320,7 @@ def assert_upsert_stores_every_type_and_replaces_by_key(sync_url: str) -> None:
                 "is_void": void, "last_modified_at": dt.datetime(2026, 6, day, 14, 0, 18), "record": "{}",
                 "content_hash": "c" * 64, "payload": payload, "payload_hash": None if payload is None else "p" * 64,
                 "payload_error": "why" if payload is None else None, "run_id": "r1", "staged_at": dt.datetime(2026, 7, 1),
-                "location_id": "STORE-01", "location_name": "Muffins Denver",
+                "location_id": "STORE-01", "location_name": "Muffins Denver", "location_timezone": None,
                 "changed_at": None if void else dt.datetime(2026, 7, 1, 0, 0, 1, 5)}
 
     with store.engine.begin() as conn:
