@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import DATA, RESULTS, ROOT, SIZES, _free_port, generate, log, machine
+from bench.run import DATA, RESULTS, ROOT, SIZES, _free_port, generate, log, machine, wait_until_answering
 
 TIMEZONE = "America/Denver"
 KEY = "bench-pull-" + secrets.token_hex(8)
@@ -53,10 +53,14 @@ def utc_z(moment: dt.datetime) -> str:
 
 
 def stage(size: str, pos_path: Path, info: dict) -> Path:
-    """The sync database with the POS's whole range of days staged (reused when its marker names the same POS)."""
+    """The sync database with the POS's whole range of days staged (reused when its marker names the same POS and the
+    same staging layout: one staged by an older version would be measured without this version's indexes)."""
+    from aiq_pipelines.sync.schema import staged_transactions
+
     work = DATA / f"pull-{size}"
     sync_db, marker = work / "sync.db", work / "staged.json"
-    expected = {"pos": str(pos_path), **info}
+    layout = sorted([*staged_transactions.columns.keys(), *(index.name for index in staged_transactions.indexes)])
+    expected = {"pos": str(pos_path), **info, "layout": layout}
     if sync_db.exists() and marker.exists() and json.loads(marker.read_text()) == expected:
         return sync_db
     from aiq_pipelines.pos.source import PosSource
@@ -96,14 +100,7 @@ def server(sync_db: Path, log_path: Path) -> Iterator[tuple[str, int]]:
                                    stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(base_url + "/openapi.json", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the pull API did not start; see {log_path}")
-            time.sleep(0.05)
+        wait_until_answering(process, base_url + "/openapi.json", "the pull API", log_path, START_TIMEOUT_SECONDS)
         yield base_url, process.pid
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -102,6 +102,18 @@ class Sandbox:
 
 
 @contextlib.contextmanager
+def wait_until_answering(process: subprocess.Popen, url: str, what: str, log_path: Path, seconds: float = 30) -> None:
+    """Poll ``url`` until it answers 200; fail naming ``what`` and its log if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start; see {log_path}")
+        time.sleep(0.05)
+
+
 def sandbox(db_path: Path, limits: tuple[int, int, int]) -> Iterator[Sandbox]:
     """The AIQ sandbox on a fresh state file, enforcing ``limits`` (per second, minute, hour)."""
     port, key = _free_port(), "bench-" + secrets.token_hex(8)
@@ -113,14 +125,7 @@ def sandbox(db_path: Path, limits: tuple[int, int, int]) -> Iterator[Sandbox]:
                                    env={**os.environ, "AIQ_API_KEY": key})
     try:
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(base_url + "/sandbox/state", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the sandbox did not start; see {db_path.with_suffix('.log')}")
-            time.sleep(0.1)
+        wait_until_answering(process, base_url + "/sandbox/state", "the sandbox", db_path.with_suffix(".log"))
         yield Sandbox(base_url, key, db_path)
     finally:
         os.killpg(process.pid, signal.SIGKILL)

@@ -128,13 +128,13 @@ class PosSource:
     def store_days(self, default: zoneinfo.ZoneInfo) -> StoreDays:
         """The stores' business days, each store's zone checked: one that is not an IANA name stops the extract,
         naming the store."""
-        zones = self.store_zones()
-        for store, name in zones.items():
+        days = StoreDays(default)
+        for store, name in self.store_zones().items():
             try:
-                StoreDays(default).zone(name)
+                days.include(name)
             except ValueError as exc:
                 raise PosQueryError(f"store {store}: its timezone (locations.timezone) {exc}") from None
-        return StoreDays(default, zones.values())
+        return days
 
     def inventory(self) -> Iterator[RowGroup]:
         """Every product with one row per store that stocks it."""

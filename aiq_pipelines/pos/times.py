@@ -46,7 +46,15 @@ class StoreDays:
     def __init__(self, default: zoneinfo.ZoneInfo, zones: Iterable[str | None] = ()):
         self.default = default
         self._zones: dict[str, zoneinfo.ZoneInfo] = {}
-        self.zones = [default, *(self.zone(name) for name in zones if name)]
+        self.zones = [default]
+        for name in zones:
+            self.include(name)
+
+    def include(self, name: str | None) -> None:
+        """Count the store zone ``name`` among the stores' (ValueError for a name that is not an IANA zone)."""
+        zone = self.zone(name)
+        if zone not in self.zones:
+            self.zones.append(zone)
 
     def zone(self, name: str | None) -> zoneinfo.ZoneInfo:
         """The zone called ``name`` (the default for None); ValueError for a name that is not an IANA zone."""
