@@ -11,6 +11,8 @@ export AIQ_API_KEY ?= sandbox-dev-key
 export AIQ_UID ?= sandbox
 # The pull API's key for local development; production sets its own (see the README).
 export PULL_API_KEYS ?= pull-dev-key
+# `make dev ACCOUNTS=2`: the demo's stores dealt out to two AIQ accounts, each a sandbox of its own (8765, 8775, ...).
+ACCOUNTS ?= 1
 
 .PHONY: dev test install demo-data sandbox clean bench bench-pull
 
@@ -23,15 +25,22 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo-data: install
-	$(BIN)/aiq-pipelines demo-data --if-absent
+	$(BIN)/aiq-pipelines demo-data --if-absent $(if $(filter-out 1,$(ACCOUNTS)),--accounts $(ACCOUNTS))
 
 # Starts the sandbox (only when the pipeline points at it) and the pull API next to `dagster dev`; all stop with Ctrl-C.
 dev: install demo-data
 	@mkdir -p .data $(DAGSTER_HOME); \
 	pids=""; \
+	if [ "$(ACCOUNTS)" != 1 ]; then export AIQ_ACCOUNTS_FILE="$(CURDIR)/.data/aiq_accounts.yaml"; fi; \
 	if [ "$$AIQ_BASE_URL" = "$(SANDBOX_URL)" ]; then \
 	  $(BIN)/aiq-sandbox --port 8765 --db .data/sandbox.db >> .data/sandbox.log 2>&1 & pids="$$pids $$!"; \
 	  echo "AIQ sandbox on $(SANDBOX_URL) (log: .data/sandbox.log)"; \
+	  for k in $$(seq 2 $(ACCOUNTS)); do \
+	    port=$$((8765 + 10 * (k - 1))); export AIQ_API_KEY_$$k="sandbox-dev-key-$$k"; \
+	    AIQ_API_KEY="sandbox-dev-key-$$k" $(BIN)/aiq-sandbox --port $$port --uid sandbox-$$k \
+	      --db .data/sandbox-$$k.db >> .data/sandbox-$$k.log 2>&1 & pids="$$pids $$!"; \
+	    echo "AIQ sandbox of account_$$k on http://127.0.0.1:$$port (log: .data/sandbox-$$k.log)"; \
+	  done; \
 	fi; \
 	$(BIN)/aiq-pipelines pull-api --port 8766 >> .data/pull-api.log 2>&1 & pids="$$pids $$!"; \
 	echo "pull API on http://127.0.0.1:8766 (docs: /docs, key: PULL_API_KEYS, log: .data/pull-api.log)"; \

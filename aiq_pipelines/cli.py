@@ -6,9 +6,37 @@ import argparse
 import datetime as dt
 import sys
 import time
+from pathlib import Path
+
+import yaml
 
 from aiq_pipelines.pos import demo
-from aiq_pipelines.settings import SettingsError, get_settings
+from aiq_pipelines.settings import DATA_DIR, DEFAULT_AIQ_BASE_URL, SettingsError, get_settings, read_accounts_file
+
+DEMO_ACCOUNTS_FILE = DATA_DIR / "aiq_accounts.yaml"
+
+
+def demo_account_port(number: int) -> int:
+    """The local sandbox port of demo account ``number`` (1, 2, ...): 8765, 8775, 8785, ..."""
+    return int(DEFAULT_AIQ_BASE_URL.rsplit(":", 1)[1]) + 10 * (number - 1)
+
+
+def write_demo_accounts(path: Path, stores: int, accounts: int) -> None:
+    """An AIQ_ACCOUNTS_FILE that deals the demo's stores out to ``accounts`` local sandboxes in turn (store 1 to
+    account 1, store 2 to account 2, ...); account 1 uses AIQ_API_KEY and uid "sandbox", account k AIQ_API_KEY_k and
+    "sandbox-k". Checked by reading it back as the code location will."""
+    if not 1 <= accounts <= stores:
+        raise ValueError(f"--accounts must be between 1 and the number of stores ({stores}), got {accounts}")
+    entries = [
+        {"name": f"account_{k}", "uid": "sandbox" if k == 1 else f"sandbox-{k}",
+         "base_url": f"http://127.0.0.1:{demo_account_port(k)}", "api_key_env": "AIQ_API_KEY" if k == 1 else f"AIQ_API_KEY_{k}",
+         "locations": [f"STORE-{i + 1:02d}" for i in range(stores) if i % accounts == k - 1]}
+        for k in range(1, accounts + 1)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by `aiq-pipelines demo-data --accounts`: the demo's stores dealt out to local sandboxes.\n"
+                    + yaml.safe_dump({"accounts": entries}, sort_keys=False))
+    read_accounts_file(path)
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -18,6 +46,9 @@ def _demo_data(args: argparse.Namespace) -> int:
         days=args.days, stores=args.stores, seed=args.seed, end_date=args.end_date, min_sales=args.min_sales,
         max_sales=args.max_sales, timezone=settings.pos_timezone, timezones=tuple(args.timezones),
     )
+    if args.accounts:
+        write_demo_accounts(args.accounts_file, args.stores, args.accounts)
+        print(f"wrote {args.accounts_file}: {args.accounts} AIQ accounts; set AIQ_ACCOUNTS_FILE={args.accounts_file}")
     if args.if_absent:
         import sqlalchemy as sa
 
@@ -68,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     demo_cmd.add_argument("--timezones", type=lambda text: [z.strip() for z in text.split(",") if z.strip()],
                           default=[], help="each store's IANA time zone in turn, e.g. America/Phoenix,America/Denver "
                                            "(default: every store in POS_TIMEZONE)")
+    demo_cmd.add_argument("--accounts", type=int, default=0,
+                          help="also write an AIQ_ACCOUNTS_FILE dealing the stores out to this many AIQ accounts, "
+                               "local sandboxes on ports 8765, 8775, ... (default: none, one account)")
+    demo_cmd.add_argument("--accounts-file", type=Path, default=DEMO_ACCOUNTS_FILE,
+                          help=f"where --accounts writes the file ({DEMO_ACCOUNTS_FILE})")
     demo_cmd.add_argument("--database-url", default=None, help="SQLAlchemy URL (default POS_DATABASE_URL)")
     demo_cmd.add_argument("--replace", action="store_true", help="drop and recreate the POS tables first")
     demo_cmd.add_argument("--if-absent", action="store_true", help="do nothing if the POS already has its tables")

@@ -13,7 +13,17 @@ import os
 import zoneinfo
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aiq_pipelines.aiq.client import BulkBatchSize, InFlight, InventoryBatchSize
@@ -27,6 +37,90 @@ AIQ_LAB_BASE_URL = "https://lab.alpineiq.com"
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable and what it expects."""
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("expected an http(s) URL such as https://lab.alpineiq.com")
+    return value.rstrip("/")
+
+
+class AccountSettings(BaseModel):
+    """One AIQ account and the stores whose records it receives: an entry of ``AIQ_ACCOUNTS_FILE``.
+
+    Without that file there is one account, ``default``, made of the ``AIQ_*`` settings, receiving every store.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$", description="Short name; prefixes the account's asset keys.")
+    uid: str = Field(min_length=1, description="AIQ account id (the :uid in every path).")
+    base_url: str = Field(DEFAULT_AIQ_BASE_URL, description="AIQ API base URL.")
+    api_key_env: str = Field(
+        pattern=r"^[A-Z_][A-Z0-9_]*$", description="Environment variable holding this account's API key."
+    )
+    locations: tuple[str, ...] = Field((), description="POS location_ids whose sales, shoppers and stock go here.")
+    default: bool = Field(False, description="Also receives the stores no account lists, and shoppers with no sale.")
+    requests_per_second: int | None = Field(None, ge=1, description="This account's limits; AIQ_REQUESTS_* if unset.")
+    requests_per_minute: int | None = Field(None, ge=1)
+    requests_per_hour: int | None = Field(None, ge=1)
+
+    _base_url = field_validator("base_url")(lambda cls, value: _http_url(value))
+
+    @property
+    def ledger_account(self) -> str:
+        """The name of the account's ledger rows, rate budget and push lease: one per AIQ account."""
+        return f"{self.base_url}|{self.uid}"
+
+
+class _AccountsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    accounts: list[AccountSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_home_per_store(self) -> _AccountsFile:
+        names = [a.name for a in self.accounts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"account names must be unique, got {names}")
+        ledgers = [a.ledger_account for a in self.accounts]
+        if len(set(ledgers)) != len(ledgers):
+            raise ValueError("two accounts have the same base_url and uid: they would share one AIQ account")
+        if sum(a.default for a in self.accounts) > 1:
+            raise ValueError("at most one account may be default: true")
+        homes: dict[str, str] = {}
+        for account in self.accounts:
+            for location in account.locations:
+                if location in homes:
+                    raise ValueError(f"location {location!r} is listed by both {homes[location]!r} and "
+                                     f"{account.name!r}: a store's sales go to one account")
+                homes[location] = account.name
+        for account in self.accounts:
+            if not account.locations and not account.default:
+                raise ValueError(f"account {account.name!r} lists no locations and is not default: true")
+        return self
+
+
+def read_accounts_file(path: Path) -> tuple[AccountSettings, ...]:
+    """The accounts of an ``AIQ_ACCOUNTS_FILE``, validated; a ``ValueError`` says what is wrong and where."""
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        # Where and what only: YAML's own message quotes the file's lines.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', None) or 'syntax error'})") from None
+    try:
+        return tuple(_AccountsFile.model_validate(content).accounts)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(part) for part in error["loc"])
+            problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}" if where else
+                            error["msg"].removeprefix("Value error, "))
+        raise ValueError(f"{path}: " + "; ".join(problems)) from None
 
 
 class Settings(BaseSettings):
@@ -76,6 +170,9 @@ class Settings(BaseSettings):
     aiq_max_retry_seconds: float = Field(300.0, gt=0, description="Total time one request may spend retrying.")
     aiq_max_in_flight: InFlight = Field(
         3, description="Batches the push keeps at AIQ at once; acknowledgements still reach the ledger in order."
+    )
+    aiq_accounts_file: Path | None = Field(
+        None, description="YAML file mapping POS locations to several AIQ accounts; unset, one account gets every store."
     )
 
     sensor_interval_seconds: int = Field(60, ge=5)
@@ -131,12 +228,10 @@ class Settings(BaseSettings):
 
     @field_validator("aiq_base_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("expected an http(s) URL such as https://lab.alpineiq.com")
-        return value.rstrip("/")
+    def _aiq_url(cls, value: str) -> str:
+        return _http_url(value)
 
-    @field_validator("pos_queries_file")
+    @field_validator("pos_queries_file", "aiq_accounts_file")
     @classmethod
     def _existing_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
@@ -151,6 +246,25 @@ class Settings(BaseSettings):
             raise ValueError("AIQ_REQUESTS_PER_HOUR must be at least AIQ_REQUESTS_PER_MINUTE")
         return self
 
+    _accounts: tuple[AccountSettings, ...] = PrivateAttr(())
+
+    @model_validator(mode="after")
+    def _read_accounts(self) -> Settings:
+        if self.aiq_accounts_file is None:
+            self._accounts = (AccountSettings(name="default", uid=self.aiq_uid, base_url=self.aiq_base_url,
+                                              api_key_env="AIQ_API_KEY", default=True),)
+        else:
+            try:
+                self._accounts = read_accounts_file(self.aiq_accounts_file)
+            except ValueError as exc:
+                raise ValueError(f"AIQ_ACCOUNTS_FILE: {exc}") from None
+        return self
+
+    @property
+    def aiq_accounts(self) -> tuple[AccountSettings, ...]:
+        """The AIQ accounts to push to, read once with the settings."""
+        return self._accounts
+
     @property
     def timezone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.pos_timezone)
@@ -163,8 +277,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_input=False, include_url=False):
-            name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
-            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if name else message)  # a whole-settings rule names its variables
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
 
 

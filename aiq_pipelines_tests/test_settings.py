@@ -62,3 +62,70 @@ def test_a_bad_cron_names_its_setting(monkeypatch):
         load_settings()
     monkeypatch.setenv("INVENTORY_SYNC_CRON", "*/15 * * * *")
     assert load_settings().inventory_sync_cron == "*/15 * * * *"
+
+
+ACCOUNTS = """
+accounts:
+  - name: colorado
+    uid: "1001"
+    base_url: https://lab.alpineiq.com/
+    api_key_env: AIQ_API_KEY_COLORADO
+    locations: [STORE-01, STORE-02]
+    default: true
+  - name: arizona
+    uid: "1002"
+    base_url: https://lab.alpineiq.com
+    api_key_env: AIQ_API_KEY_ARIZONA
+    locations: [STORE-PHX]
+    requests_per_second: 2
+"""
+
+
+def test_without_an_accounts_file_one_default_account_gets_every_store():
+    (account,) = load_settings(aiq_uid="u-1", aiq_base_url="https://lab.alpineiq.com").aiq_accounts
+    assert (account.name, account.uid, account.base_url, account.api_key_env) == (
+        "default", "u-1", "https://lab.alpineiq.com", "AIQ_API_KEY")
+    assert account.default and account.locations == ()
+
+
+def test_an_accounts_file_maps_stores_to_accounts(tmp_path, monkeypatch):
+    path = tmp_path / "accounts.yaml"
+    path.write_text(ACCOUNTS)
+    monkeypatch.setenv("AIQ_ACCOUNTS_FILE", str(path))
+    colorado, arizona = load_settings().aiq_accounts
+    assert (colorado.name, colorado.locations, colorado.default, colorado.requests_per_second) == (
+        "colorado", ("STORE-01", "STORE-02"), True, None)
+    assert (arizona.uid, arizona.api_key_env, arizona.requests_per_second) == ("1002", "AIQ_API_KEY_ARIZONA", 2)
+    assert colorado.ledger_account == "https://lab.alpineiq.com|1001", "the trailing slash is not a second account"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("[STORE-PHX]", "[STORE-01]"), "location 'STORE-01' is listed by both 'colorado' and 'arizona'"),
+        (("requests_per_second: 2", "requests_per_second: 2\n    default: true"), "at most one account may be default"),
+        (("name: arizona", "name: Arizona"), "accounts.1.name: String should match pattern"),
+        (("name: arizona", "name: colorado"), "account names must be unique"),
+        (('uid: "1002"', 'uid: "1001"'), "two accounts have the same base_url and uid"),
+        (("api_key_env: AIQ_API_KEY_ARIZONA", "api_key: secret"), "accounts.1.api_key_env: Field required"),
+        (("locations: [STORE-PHX]", "locations: []"), "account 'arizona' lists no locations and is not default"),
+        (("base_url: https://lab.alpineiq.com\n", "base_url: lab.alpineiq.com\n"), "accounts.1.base_url: expected"),
+        (("accounts:", "accounts: ["), "not valid YAML at line 3, column 3"),
+        (("accounts:", "stores:"), "stores: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_accounts_file_names_the_setting_and_the_problem(tmp_path, monkeypatch, change, message):
+    path = tmp_path / "accounts.yaml"
+    path.write_text(ACCOUNTS.replace(*change, 1))
+    monkeypatch.setenv("AIQ_ACCOUNTS_FILE", str(path))
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert str(raised.value).startswith(f"invalid settings: AIQ_ACCOUNTS_FILE: {path}")
+    assert message in str(raised.value)
+    assert "secret" not in str(raised.value)
+
+
+def test_a_missing_accounts_file_is_named(monkeypatch):
+    monkeypatch.setenv("AIQ_ACCOUNTS_FILE", "/nonexistent/accounts.yaml")
+    with pytest.raises(SettingsError, match="AIQ_ACCOUNTS_FILE: expected the path of an existing YAML file"):
+        load_settings()

@@ -30,7 +30,8 @@ def create_tables(
     A ``rebuildable`` table holds only what the pipeline can produce again (staging): when its columns or indexes
     differ from this version's, it is dropped and created anew rather than failing every query on a missing column
     (or running without the index a query relies on). Any other table of an older version gets the indexes it lacks
-    (an index changes no data); a new column there would need a migration.
+    (an index changes no data) and the columns it lacks, when each has a server default (a new column of this version
+    is always added with one, so existing rows get a value); any other change would need a migration.
     """
     with engine.connect() as conn:
         begin_exclusive(conn, SCHEMA_LOCK)
@@ -48,8 +49,21 @@ def create_tables(
         # against writes, which would make every process that opens the database wait for a running extract.
         inspector = sa.inspect(conn)  # a fresh one: the first cached what existed before create_all
         for table in metadata.sorted_tables if tables is None else tables:
+            _add_missing_columns(conn, table, {column["name"] for column in inspector.get_columns(table.name)})
             existing = {index["name"] for index in inspector.get_indexes(table.name)}
             for index in table.indexes:
                 if index.name not in existing:
                     conn.execute(sa.schema.CreateIndex(index))
         conn.commit()
+
+
+def _add_missing_columns(conn: sa.Connection, table: sa.Table, existing: set[str]) -> None:
+    for column in table.columns:
+        if column.name in existing:
+            continue
+        if column.server_default is None:
+            raise RuntimeError(f"{table.name} lacks column {column.name}, which has no server default to fill existing "
+                               "rows with: this table needs a migration")
+        logger.warning(f"{table.name}: adding column {column.name} of this version")
+        spec = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {conn.dialect.identifier_preparer.format_table(table)} ADD COLUMN {spec}"))

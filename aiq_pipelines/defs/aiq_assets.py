@@ -1,17 +1,22 @@
-"""Push assets (group ``aiq``): send what changed in the staged POS records to AIQ, and prove it arrived."""
+"""Push assets (group ``aiq``): send what changed in the staged POS records to AIQ, and prove it arrived.
+
+Each AIQ account has its own push assets (``sync.accounts`` decides which stores' records are its own); one step pushes
+every account of a day, each account in a thread of its own, so accounts send in parallel under their own limits and
+one account failing stops none of the others (the step then fails, naming it).
+"""
 
 import datetime as dt
-from collections.abc import Iterator
-from typing import Any
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import dagster as dg
 
 from aiq_pipelines.aiq.transport import ClientStats
 from aiq_pipelines.defs.keys import (
-    AIQ_INVENTORY,
-    AIQ_PERSONAS,
     AIQ_POOL,
-    AIQ_SALES,
     AIQ_TAGS,
     CHECK_DELIVERED,
     CHECK_QUARANTINE_GROWTH,
@@ -19,10 +24,14 @@ from aiq_pipelines.defs.keys import (
     POS_INVENTORY,
     POS_PERSONAS,
     POS_TRANSACTIONS,
+    AccountAssets,
+    account_assets,
 )
-from aiq_pipelines.defs.partitions import daily_partitions
+from aiq_pipelines.defs.partitions import daily_partitions, settings
 from aiq_pipelines.defs.resources import AiqResource, SyncDatabase
 from aiq_pipelines.pos.entity import Entity
+from aiq_pipelines.settings import AccountSettings
+from aiq_pipelines.sync.accounts import StoreScope, hold_unlisted_sales
 from aiq_pipelines.sync.push import Pusher, PushReport
 
 _PUSH = {"group_name": "aiq", "kinds": {"api", "python"}, "owners": OWNERS, "tags": AIQ_TAGS}
@@ -50,6 +59,8 @@ def _push_result(
     undelivered: int, extra: dict[str, Any] | None = None, *, asset_key: dg.AssetKey | None = None,
 ) -> dg.MaterializeResult:
     quarantine_after = pusher.quarantine_count(report.entity)
+    pusher.log.info(f"{report.entity}: {report.sent:,} sent, {report.unchanged:,} unchanged, "
+                    f"{report.quarantined:,} quarantined of {report.staged:,} staged, in {stats.requests:,} requests")
     balanced = report.accounted == report.staged
     delivered = balanced and undelivered == 0
     metadata: dict[str, Any] = {
@@ -63,6 +74,7 @@ def _push_result(
         "aiq_429s": stats.throttled,
         "aiq_bytes_sent": stats.bytes_sent,
         "aiq_account": aiq.uid,
+        "aiq_base_url": aiq.base_url,
         "quarantine_reasons": dg.MetadataValue.md(report.reasons_markdown()),
         **(extra or {}),
     }
@@ -105,93 +117,214 @@ def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime
     return window.start, window.end
 
 
+class _AccountLog(logging.LoggerAdapter):
+    """The run's log, each line naming the account it is about (accounts push at once, their lines interleave)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['account']}] {msg}", kwargs
+
+
+class _Account:
+    """One account as the push steps see it: its assets, its stores, its resource."""
+
+    def __init__(self, config: AccountSettings, assets: AccountAssets, scope: StoreScope, labelled: bool):
+        self.config, self.assets, self.scope, self.labelled = config, assets, scope, labelled
+
+    def resource(self, context: dg.AssetExecutionContext) -> AiqResource:
+        return getattr(context.resources, self.assets.resource_key)
+
+    def log(self, context: dg.AssetExecutionContext) -> Any:
+        return _AccountLog(context.log, {"account": self.config.name}) if self.labelled else context.log
+
+    def pusher(self, context: dg.AssetExecutionContext, client: Any, aiq: AiqResource) -> Pusher:
+        sync: SyncDatabase = context.resources.sync
+        return Pusher(sync.store(), client, aiq.account, context.run.run_id, self.log(context), self.scope)
+
+
+_Work = Callable[[], Iterator[dg.MaterializeResult]]
+_FINISHED = object()
+
+
+class _Failed(NamedTuple):
+    account: str
+    error: Exception
+
+
+def _each_account(context: dg.AssetExecutionContext, work: dict[str, _Work]) -> Iterator[dg.MaterializeResult]:
+    """Run each account's push in a thread of its own and yield their results as they come. A failed account fails
+    the step once the others are done; with one account, it runs in the step's own thread."""
+    if len(work) == 1:
+        yield from next(iter(work.values()))()
+        return
+    results: queue.Queue[Any] = queue.Queue()
+
+    def run(name: str, push: _Work) -> None:
+        try:
+            for result in push():
+                results.put(result)
+        except Exception as exc:  # reported below, after the other accounts finish
+            results.put(_Failed(name, exc))
+        finally:
+            results.put(_FINISHED)
+
+    threads = [threading.Thread(target=run, args=item, name=f"aiq-push-{item[0]}", daemon=True) for item in work.items()]
+    for thread in threads:
+        thread.start()
+    failures: list[_Failed] = []
+    running = len(threads)
+    while running:
+        item = results.get()
+        if item is _FINISHED:
+            running -= 1
+        elif isinstance(item, _Failed):
+            failures.append(item)
+            context.log.error(f"[{item.account}] the push to this AIQ account failed: "
+                              f"{type(item.error).__name__}: {item.error}")
+        else:
+            yield item
+    for thread in threads:
+        thread.join()
+    if failures:
+        names = ", ".join(failure.account for failure in failures)
+        raise dg.Failure(f"the push failed for AIQ account(s) {names}; the other accounts' results are recorded. "
+                         "Re-run the partition: what was delivered is not sent again.") from failures[0].error
+
+
 def _daily_push_spec(key: dg.AssetKey, deps: list[Any], description: str, **options: Any) -> dg.AssetSpec:
     """A daily push asset of ``aiq_push``; ``description`` is the UI's."""
     return dg.AssetSpec(key, **_PUSH, deps=deps, freshness_policy=SALES_FRESHNESS, description=description,
                         **options)
 
 
-@dg.multi_asset(
-    specs=[
-        _daily_push_spec(
-            AIQ_PERSONAS,
-            # pos_transactions too: the customers of the window's sales, staged by it, go out with the personas.
-            [POS_PERSONAS, POS_TRANSACTIONS],
-            "Personas created or modified on each business day, upserted into AIQ (createUpdateMembers).\n\n"
-            "Only personas whose payload changed since AIQ last acknowledged them are sent. A changed phone or email "
-            "of a persona AIQ already has goes through AIQ's override call on its contactID, as AIQ's guide asks. "
-            "Invalid and placeholder phones and invalid emails are left out (and counted), never sent. The customers "
-            "of the day's sales that AIQ lacks, however long ago they were modified, are sent in the same batches as "
-            "pos_transactions staged them, so each sale finds its persona in AIQ.",
-        ),
-        _daily_push_spec(
-            AIQ_SALES,
-            [POS_TRANSACTIONS, AIQ_PERSONAS],
-            "Sales of each business day with their line items, upserted into AIQ (createUpdateSales).\n\n"
-            "Each sale's persona reaches AIQ before the sale: customers the ledger lacks are sent first, as "
-            "pos_transactions staged them, however long ago they were modified. Returns are their own sales with "
-            "negative quantities; a sale voided before it was sent is never sent, and one voided after is re-sent with "
-            "a zero total and zero quantities so it stops counting. Only sales whose payload changed since AIQ "
-            "acknowledged them are sent.",
-            skippable=True,  # not yielded when a persona is not delivered: the step then fails on the blocking check
-        ),
-    ],
-    check_specs=_check_specs(AIQ_PERSONAS) + _check_specs(AIQ_SALES),
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=AIQ_POOL,
-    can_subset=True,
-)
-def aiq_push(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> Iterator[dg.MaterializeResult]:
-    """Push the window's personas, then its sales, in one step: the sales follow without a second step's start and end.
+def _for_account(name: str, accounts: int) -> str:
+    return f" This is AIQ account `{name}`'s, with the records of its stores." if accounts > 1 else ""
 
-    Either asset can be materialized alone. When both are selected and a persona is not delivered (``aiq_personas``'s
-    blocking ``delivered`` check fails), no sale is pushed and the step fails, as a separate downstream step would not
-    have run.
-    """
-    start, end = _window(context)
-    selected = context.selected_asset_keys
+
+def _push_day(
+    context: dg.AssetExecutionContext, account: _Account, start: dt.datetime, end: dt.datetime
+) -> Iterator[dg.MaterializeResult]:
+    """One account's day: its personas, then its sales (not when a persona was not delivered)."""
+    selected, keys, aiq = context.selected_asset_keys, account.assets, account.resource(context)
     with aiq.open_client() as client:
-        pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
+        pusher = account.pusher(context, client, aiq)
         personas_pushed = False
-        if AIQ_PERSONAS in selected:
+        if keys.personas in selected:
             before, stats = pusher.quarantine_count(Entity.PERSONA), client.stats
             report, for_sales = pusher.push_personas(start, end)
             extra = {"overrides": report.overrides, "personas_for_sales_sent": for_sales.sent,
                      "personas_for_sales_quarantined": for_sales.quarantined,
                      **{f"left_out_{k}": v for k, v in sorted(report.member_issues.items())}}
             result = _push_result(aiq, pusher, report, client.stats.since(stats), before,
-                                  pusher.undelivered(Entity.PERSONA, start, end), extra, asset_key=AIQ_PERSONAS)
+                                  pusher.undelivered(Entity.PERSONA, start, end), extra, asset_key=keys.personas)
             yield result
             if not _delivered(result):
                 return  # Dagster fails the step on the blocking check: the sales wait for their personas
             personas_pushed = True
-        if AIQ_SALES in selected:
+        if keys.sales in selected:
             before, stats = pusher.quarantine_count(Entity.TRANSACTION), client.stats
             report, personas = pusher.push_sales(start, end, personas_pushed=personas_pushed)
             extra = {"voided_unsent": report.voided_unsent, "personas_sent_first": personas.sent,
                      "personas_quarantined": personas.quarantined}
             yield _push_result(aiq, pusher, report, client.stats.since(stats), before,
-                               pusher.undelivered(Entity.TRANSACTION, start, end), extra, asset_key=AIQ_SALES)
+                               pusher.undelivered(Entity.TRANSACTION, start, end), extra, asset_key=keys.sales)
 
 
-@dg.asset(
-    key=AIQ_INVENTORY,
-    **_PUSH,
-    pool=AIQ_POOL,
-    deps=[POS_INVENTORY],
-    freshness_policy=INVENTORY_FRESHNESS,
-    check_specs=_check_specs(AIQ_INVENTORY),
-)
-def aiq_inventory(context: dg.AssetExecutionContext, sync: SyncDatabase, aiq: AiqResource) -> dg.MaterializeResult:
-    """The inventory snapshot in AIQ (createUpdateInventory, at most 100 products a call).
-
-    One item per product: quantity is its stock across the account's stores; per-store stock, unit cost and margin
-    travel as customAttr entries. Only products whose payload changed since AIQ acknowledged them are sent.
-    """
+def _push_inventory(context: dg.AssetExecutionContext, account: _Account) -> Iterator[dg.MaterializeResult]:
+    aiq = account.resource(context)
     with aiq.open_client() as client:
-        pusher = Pusher(sync.store(), client, aiq.account, context.run.run_id, context.log)
+        pusher = account.pusher(context, client, aiq)
         before = pusher.quarantine_count(Entity.INVENTORY)
         report = pusher.push_inventory()
         stats = client.stats
-    return _push_result(aiq, pusher, report, stats, before, pusher.undelivered(Entity.INVENTORY))
+    yield _push_result(aiq, pusher, report, stats, before, pusher.undelivered(Entity.INVENTORY),
+                       asset_key=account.assets.inventory)
+
+
+def build_push_assets(
+    configs: Sequence[AccountSettings], *, prefixed: bool
+) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
+    """The daily push (``aiq_push``: personas and sales of every account) and the inventory push (``aiq_inventory``)."""
+    scopes = StoreScope.for_accounts({c.name: (c.locations, c.default) for c in configs})
+    accounts = [_Account(c, account_assets(c.name, prefixed=prefixed), scopes[c.name], len(configs) > 1)
+                for c in configs]
+    listed = frozenset(location for c in configs for location in c.locations)
+    takes_the_rest = any(c.default for c in configs)
+    specs, inventory_specs, checks, inventory_checks = [], [], [], []
+    for account in accounts:
+        keys, note = account.assets, _for_account(account.config.name, len(accounts))
+        specs += [
+            _daily_push_spec(
+                keys.personas,
+                # pos_transactions too: the customers of the window's sales, staged by it, go out with the personas.
+                [POS_PERSONAS, POS_TRANSACTIONS],
+                "Personas created or modified on each business day, upserted into AIQ (createUpdateMembers)." + note +
+                "\n\nOnly personas whose payload changed since AIQ last acknowledged them are sent. A changed phone or "
+                "email of a persona AIQ already has goes through AIQ's override call on its contactID, as AIQ's guide "
+                "asks. Invalid and placeholder phones and invalid emails are left out (and counted), never sent. The "
+                "customers of the day's sales that AIQ lacks, however long ago they were modified, are sent in the same "
+                "batches as pos_transactions staged them, so each sale finds its persona in AIQ.",
+            ),
+            _daily_push_spec(
+                keys.sales,
+                [POS_TRANSACTIONS, keys.personas],
+                "Sales of each business day with their line items, upserted into AIQ (createUpdateSales)." + note +
+                "\n\nEach sale's persona reaches AIQ before the sale: customers the ledger lacks are sent first, as "
+                "pos_transactions staged them, however long ago they were modified. Returns are their own sales with "
+                "negative quantities; a sale voided before it was sent is never sent, and one voided after is re-sent "
+                "with a zero total and zero quantities so it stops counting. Only sales whose payload changed since AIQ "
+                "acknowledged them are sent.",
+                skippable=True,  # not yielded when a persona is not delivered: the step then fails on the blocking check
+            ),
+        ]
+        checks += _check_specs(keys.personas) + _check_specs(keys.sales)
+        inventory_specs.append(dg.AssetSpec(
+            keys.inventory, **_PUSH, deps=[POS_INVENTORY], freshness_policy=INVENTORY_FRESHNESS,
+            description="The inventory snapshot in AIQ (createUpdateInventory, at most 100 products a call)." + note +
+            "\n\nOne item per product: quantity is its stock across the account's stores; per-store stock, unit cost "
+            "and margin travel as customAttr entries. Only products whose payload changed since AIQ acknowledged them "
+            "are sent.",
+        ))
+        inventory_checks += _check_specs(keys.inventory)
+    resource_keys = {"sync", *(account.assets.resource_key for account in accounts)}
+
+    @dg.multi_asset(
+        name="aiq_push", specs=specs, check_specs=checks, partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(), pool=AIQ_POOL, can_subset=True,
+        required_resource_keys=resource_keys,
+    )
+    def aiq_push(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        """Push the window's personas, then its sales, of every account in one step: the sales follow without a second
+        step's start and end, and the accounts send at once.
+
+        Any asset can be materialized alone. When an account's personas and sales are both selected and a persona is
+        not delivered (its blocking ``delivered`` check fails), none of that account's sales is pushed and the step
+        fails, as a separate downstream step would not have run.
+        """
+        start, end = _window(context)
+        selected = context.selected_asset_keys
+        if not takes_the_rest and any(a.assets.sales in selected for a in accounts):
+            store = context.resources.sync.store()
+            held = hold_unlisted_sales(store.engine, store.calendar.dates(start, end), listed, context.run.run_id)
+            if held:
+                context.log.warning(f"{held} sales of stores that no AIQ account lists are quarantined: see their "
+                                    "reason, and list the stores in AIQ_ACCOUNTS_FILE")
+        yield from _each_account(context, {
+            a.config.name: (lambda a=a: _push_day(context, a, start, end))
+            for a in accounts if {a.assets.personas, a.assets.sales} & selected
+        })
+
+    @dg.multi_asset(
+        name="aiq_inventory", specs=inventory_specs, check_specs=inventory_checks, pool=AIQ_POOL, can_subset=True,
+        required_resource_keys=resource_keys,
+    )
+    def aiq_inventory(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        """Push the inventory snapshot to every account, each with the stock of its own stores."""
+        yield from _each_account(context, {
+            a.config.name: (lambda a=a: _push_inventory(context, a))
+            for a in accounts if a.assets.inventory in context.selected_asset_keys
+        })
+
+    return aiq_push, aiq_inventory
+
+
+aiq_push, aiq_inventory = build_push_assets(settings.aiq_accounts, prefixed=settings.aiq_accounts_file is not None)

@@ -27,8 +27,10 @@ from aiq_pipelines.pos.times import StoreDays
 CLOCK_SKEW_OVERLAP = dt.timedelta(minutes=2)
 # The first tick starts from the newest change in this look-back (or its start): earlier history is a backfill's job.
 FIRST_TICK_LOOKBACK = dt.timedelta(days=1)
-# Early morning, after the stores close and before they open: yesterday is complete and nobody is editing it.
-RECONCILIATION_CRON = "30 4 * * *"
+# A day is reconciled early the next morning in the store whose day ends last, when it is complete and nobody is
+# editing it; the schedule looks hourly so that moment is found in whichever zone that store is.
+RECONCILIATION_CRON = "30 * * * *"
+RECONCILIATION_SETTLE = dt.timedelta(hours=4, minutes=30)
 _JUST_AFTER = dt.timedelta(microseconds=1)
 
 # One process per run, not per step: while the stores sell, the sensor starts a run every minute or two, and a
@@ -53,23 +55,30 @@ inventory_sync = dg.define_asset_job(
 
 @dataclasses.dataclass(frozen=True)
 class Watermark:
-    """The change sensor's position: the newest ``last_modified_at`` seen and the rows in the overlap before it."""
+    """The change sensor's position: the newest ``last_modified_at`` seen and the rows in the overlap before it, and
+    the days that changed before their partition existed (a store east of POS_TIMEZONE past its midnight)."""
 
     at: dt.datetime
     overlap_rows: int
+    pending: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.at.isoformat()}#{self.overlap_rows}"
 
     def to_cursor(self) -> str:
-        return json.dumps({"watermark": self.at.isoformat(), "overlap_rows": self.overlap_rows})
+        cursor: dict[str, object] = {"watermark": self.at.isoformat(), "overlap_rows": self.overlap_rows}
+        if self.pending:
+            cursor["pending_days"] = list(self.pending)
+        return json.dumps(cursor)
 
     @classmethod
     def from_cursor(cls, cursor: str) -> Watermark:
         try:
             data = json.loads(cursor)
-            return cls(dt.datetime.fromisoformat(data["watermark"]).astimezone(dt.UTC), int(data["overlap_rows"]))
-        except (TypeError, ValueError, KeyError):
+            pending = tuple(dt.date.fromisoformat(day).isoformat() for day in data.get("pending_days", ()))
+            return cls(dt.datetime.fromisoformat(data["watermark"]).astimezone(dt.UTC), int(data["overlap_rows"]),
+                       pending)
+        except (TypeError, ValueError, KeyError, AttributeError):
             raise ValueError(
                 "pos_change_sensor: its cursor is not a watermark such as "
                 '{"watermark": "2026-06-10T18:00:00+00:00", "overlap_rows": 0}; clear it on the sensor\'s page in '
@@ -123,20 +132,24 @@ def _next_tick(source: PosSource, previous: Watermark, first: str, today: str) -
     overlap_rows = _rows(_overlap(source, newest)) if newer else None
     overlap = _overlap(source, previous.at)
     late = _rows(overlap) != previous.overlap_rows
-    if not newer and not late:
+    due = {day for day in previous.pending if day <= today}
+    if not newer and not late and not due:
         return dg.SkipReason(f"no POS changes since {previous.at.isoformat()}")
     changed = (source.changes(after, newest + _JUST_AFTER) if newer else []) + (overlap if late else [])
-    watermark = Watermark(newest, _rows(overlap) if overlap_rows is None else overlap_rows)
     try:
-        local_days = _local_days(changed, StoreDays(BUSINESS_TIMEZONE))
+        local_days = _local_days(changed, StoreDays(BUSINESS_TIMEZONE)) | set(previous.pending)
     except ValueError as exc:
         raise ValueError(f"pos_change_sensor: a store's timezone (locations.timezone) {exc}") from None
     days = sorted(day for day in local_days if first <= day <= today)
+    # A store east of POS_TIMEZONE starts its day before that day's partition exists: asked for once it does.
+    pending = tuple(sorted(day for day in local_days if day > today))
+    watermark = Watermark(newest, _rows(overlap) if overlap_rows is None else overlap_rows, pending)
     if not days:
+        waiting = f"; {', '.join(pending)} will be synced once its partition exists" if pending else ""
         return dg.SensorResult(
             skip_reason=(
                 f"{_rows(changed)} POS rows changed since {previous.at.isoformat()}, none on a business day from "
-                f"POS_START_DATE ({first}) to today ({today})"
+                f"POS_START_DATE ({first}) to today ({today}){waiting}"
             ),
             cursor=watermark.to_cursor(),
         )
@@ -152,9 +165,11 @@ def _next_tick(source: PosSource, previous: Watermark, first: str, today: str) -
 def pos_change_sensor(context: dg.SensorEvaluationContext, pos: PosDatabase) -> dg.SensorResult | dg.SkipReason:
     """Runs daily_sync for each business day whose POS transactions or customers changed since the last tick.
 
-    A sale's day is its transaction_at, a customer's the day they were modified, both in POS_TIMEZONE; days before
-    POS_START_DATE or after today are ignored. The first tick syncs today and starts watching from the newest change;
-    older days are a backfill. A POS that cannot be read fails the tick and leaves the cursor where it was.
+    A sale's day is its transaction_at in its store's zone (locations.timezone), a customer's the day they were
+    modified in POS_TIMEZONE; days before POS_START_DATE are ignored. A day a store east of POS_TIMEZONE has begun
+    before its partition exists waits in the cursor and is asked for at POS_TIMEZONE's midnight. The first tick syncs
+    today and starts watching from the newest change; older days are a backfill. A POS that cannot be read fails the
+    tick and leaves the cursor where it was.
     """
     first, today = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()
     if today is None:
@@ -182,15 +197,19 @@ inventory_sync_schedule = dg.ScheduleDefinition(
     execution_timezone=daily_partitions.timezone,
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
-def nightly_reconciliation(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    """Re-syncs yesterday's business day every night at 04:30 local time, catching anything the sensor missed.
+def nightly_reconciliation(context: dg.ScheduleEvaluationContext, pos: PosDatabase) -> dg.RunRequest | dg.SkipReason:
+    """Re-syncs each business day once it has ended in every store, catching anything the sensor missed.
 
-    Only records that changed since AIQ acknowledged them are sent, so a day the sensor kept current costs no request.
+    It looks every hour and asks for the newest day that ended at least 4 h 30 min ago in the store whose day ends
+    last (the westernmost): 04:30 local time for a chain in one zone. A day is asked for once (its run key), and only
+    records that changed since AIQ acknowledged them are sent, so a day the sensor kept current costs no request.
     """
-    local_date = context.scheduled_execution_time.astimezone(BUSINESS_TIMEZONE).date()
-    yesterday = (local_date - dt.timedelta(days=1)).isoformat()
+    now = context.scheduled_execution_time.astimezone(dt.UTC)
+    days = pos.source().store_days(BUSINESS_TIMEZONE)  # a store with a bad zone fails the tick, naming the store
+    today = now.astimezone(BUSINESS_TIMEZONE).date()
+    day = next(day for day in (today - dt.timedelta(days=n) for n in range(1, 4))
+               if days.span(day, day + dt.timedelta(days=1))[1] + RECONCILIATION_SETTLE <= now)
     first = daily_partitions.get_first_partition_key()
-    if yesterday < first:
-        return dg.SkipReason(f"yesterday ({yesterday}) is before POS_START_DATE ({first})")
-    return dg.RunRequest(partition_key=yesterday, run_key=yesterday)
-
+    if day.isoformat() < first:
+        return dg.SkipReason(f"the last day every store has closed ({day}) is before POS_START_DATE ({first})")
+    return dg.RunRequest(partition_key=day.isoformat(), run_key=day.isoformat())

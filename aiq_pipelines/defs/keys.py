@@ -1,5 +1,7 @@
 """Names the Dagster wiring shares: asset keys, check names, the AIQ pool, owners and tags."""
 
+import dataclasses
+
 import dagster as dg
 
 POS_TRANSACTIONS = dg.AssetKey("pos_transactions")
@@ -25,3 +27,27 @@ AIQ_POOL = "aiq_api"
 OWNERS = ["team:data-platform"]
 POS_TAGS = {"layer": "extract", "system": "pos"}
 AIQ_TAGS = {"layer": "push", "system": "aiq"}
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountAssets:
+    """The push assets of one AIQ account and the resource they send through."""
+
+    name: str
+    resource_key: str
+    personas: dg.AssetKey
+    sales: dg.AssetKey
+    inventory: dg.AssetKey
+
+    @property
+    def keys(self) -> frozenset[dg.AssetKey]:
+        return frozenset((self.personas, self.sales, self.inventory))
+
+
+def account_assets(name: str, *, prefixed: bool) -> AccountAssets:
+    """With one account the push assets keep their plain keys (``aiq_sales``); with an accounts file each account's are
+    prefixed by its name (``colorado/aiq_sales``) and send through the resource ``aiq_<name>``."""
+    if not prefixed:
+        return AccountAssets(name, "aiq", AIQ_PERSONAS, AIQ_SALES, AIQ_INVENTORY)
+    return AccountAssets(name, f"aiq_{name}", AIQ_PERSONAS.with_prefix(name), AIQ_SALES.with_prefix(name),
+                         AIQ_INVENTORY.with_prefix(name))

@@ -18,8 +18,9 @@ from pydantic import Field
 
 from aiq_pipelines.aiq.client import AiqClient, BulkBatchSize, InFlight, InventoryBatchSize
 from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
+from aiq_pipelines.defs.keys import account_assets
 from aiq_pipelines.pos.source import PosSource
-from aiq_pipelines.settings import Settings
+from aiq_pipelines.settings import AccountSettings, Settings
 from aiq_pipelines.sync.store import SyncStore
 
 
@@ -121,6 +122,20 @@ class AiqResource(dg.ConfigurableResource):
         }
         return cls(**{**fields, **overrides})
 
+    @classmethod
+    def from_account(cls, settings: Settings, account: AccountSettings, **overrides: Any) -> Self:
+        """The resource of one account of ``AIQ_ACCOUNTS_FILE``: its key from ``dg.EnvVar(account.api_key_env)``, its
+        own limits where it sets them, the ``AIQ_*`` settings for the rest."""
+        limits = {
+            f"requests_per_{window}": getattr(account, f"requests_per_{window}")
+            for window in ("second", "minute", "hour")
+            if getattr(account, f"requests_per_{window}") is not None
+        }
+        return cls.from_settings(settings, **{
+            "api_key": dg.EnvVar(account.api_key_env), "base_url": account.base_url, "uid": account.uid, **limits,
+            **overrides,
+        })
+
     @property
     def account(self) -> str:
         """The rate budget's and the ledger's name: one per AIQ account, whatever process or run uses it."""
@@ -153,9 +168,13 @@ class AiqResource(dg.ConfigurableResource):
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """Every resource of the code location, from the settings read once at load."""
-    return {
+    """Every resource of the code location, from the settings read once at load: one ``AiqResource`` per account."""
+    resources: dict[str, dg.ConfigurableResource] = {
         "pos": PosDatabase.from_settings(settings),
         "sync": SyncDatabase.from_settings(settings),
-        "aiq": AiqResource.from_settings(settings),
     }
+    prefixed = settings.aiq_accounts_file is not None
+    for account in settings.aiq_accounts:
+        key = account_assets(account.name, prefixed=prefixed).resource_key
+        resources[key] = AiqResource.from_account(settings, account) if prefixed else AiqResource.from_settings(settings)
+    return resources

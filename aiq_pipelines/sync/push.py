@@ -1,6 +1,7 @@
 """Sending what changed to AIQ: staged records → diff against the ledger → batches → ledger.
 
-One ``Pusher`` serves one run and one AIQ account. Records are read from staging in chunks (``sync.staged``); each
+One ``Pusher`` serves one run and one AIQ account, and sends only the records of that account's stores
+(``sync.accounts``). Records are read from staging in chunks (``sync.staged``); each
 record's payload hash is compared with the ledger (``sync.diff``), so an unchanged record costs no request. Sales,
 personas and the customers the sales name had their payloads staged by the extract; only products are mapped here, and
 the push never reads the POS. Batches go through the client's bulk senders, which keep a few at AIQ at once; each
@@ -32,6 +33,7 @@ from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.pos.source import chunked
 from aiq_pipelines.pos.times import utc_now
 from aiq_pipelines.sync import mapping, staged
+from aiq_pipelines.sync.accounts import EVERYTHING, StoreScope
 from aiq_pipelines.sync.collector import old_objects_frozen
 from aiq_pipelines.sync.delivery import undelivered
 from aiq_pipelines.sync.diff import ChunkDiff, Held, Staged, StagedSale, keys_of, profile_hash
@@ -39,7 +41,7 @@ from aiq_pipelines.sync.lease import push_lease
 from aiq_pipelines.sync.ledger import Ledger, LedgerEntry
 from aiq_pipelines.sync.payload import PersonaPayload
 from aiq_pipelines.sync.progress import Progress
-from aiq_pipelines.sync.quarantine import PUSH_STAGES, Stage, quarantine_count
+from aiq_pipelines.sync.quarantine import NO_ACCOUNT, PUSH_STAGES, Stage, quarantine_count
 from aiq_pipelines.sync.reports import PushReport
 from aiq_pipelines.sync.schema import quarantine
 from aiq_pipelines.sync.staged import CHUNK, CUSTOMER_NOT_STAGED, Days
@@ -55,21 +57,27 @@ logger = logging.getLogger(__name__)
 # execute_with_lists, which renders each length of key list once.
 _KEYS = sa.bindparam("keys", expanding=True)
 _REFUSED = sa.select(quarantine.c.record_key, quarantine.c.source_hash, quarantine.c.reason).where(
-    quarantine.c.entity == sa.bindparam("entity"), quarantine.c.stage == Stage.AIQ, quarantine.c.record_key.in_(_KEYS)
+    quarantine.c.entity == sa.bindparam("entity"), quarantine.c.stage == Stage.AIQ,
+    quarantine.c.account == sa.bindparam("account"), quarantine.c.record_key.in_(_KEYS),
 )
+# A record this account settles leaves its own push quarantine, and that of no account (a store newly listed).
 _CLEAR_PUSH_QUARANTINE = quarantine.delete().where(
     quarantine.c.entity == sa.bindparam("entity"), quarantine.c.stage.in_(PUSH_STAGES),
-    quarantine.c.record_key.in_(_KEYS),
+    quarantine.c.account.in_([sa.bindparam("account"), NO_ACCOUNT]), quarantine.c.record_key.in_(_KEYS),
 )
 
 
 class Pusher:
-    """Pushes staged records of one window (or the inventory snapshot) to one AIQ account."""
+    """Pushes staged records of one window (or the inventory snapshot) of the stores in ``scope`` to one AIQ account."""
 
-    def __init__(self, store: SyncStore, client: AiqClient, account: str, run_id: str, log: logging.Logger | None = None):
+    def __init__(
+        self, store: SyncStore, client: AiqClient, account: str, run_id: str, log: logging.Logger | None = None,
+        scope: StoreScope = EVERYTHING,
+    ):
         self.store = store
         self.engine = store.engine
         self.client = client
+        self.scope = scope
         self.ledger = Ledger(store.engine, account)
         self.run_id = run_id
         self.log = log or logger
@@ -82,7 +90,8 @@ class Pusher:
         if not keys:
             return {}
         with self.engine.connect() as conn:
-            rows = execute_with_lists(conn, _REFUSED, {"entity": str(entity), "keys": keys})
+            rows = execute_with_lists(conn, _REFUSED, {"entity": str(entity), "account": self.ledger.account,
+                                                       "keys": keys})
             return {key: (digest, reason) for key, digest, reason in rows}
 
     def _settle(
@@ -96,10 +105,12 @@ class Pusher:
         now = utc_now()
         with self.engine.begin() as conn:
             self.ledger.acknowledge(conn, entity, acked, self.run_id)
-            execute_with_lists(conn, _CLEAR_PUSH_QUARANTINE, {"entity": str(entity), "keys": list(keys)})
+            execute_with_lists(conn, _CLEAR_PUSH_QUARANTINE,
+                               {"entity": str(entity), "account": self.ledger.account, "keys": list(keys)})
             if quarantined:
                 conn.execute(quarantine.insert(), [
-                    {"entity": entity, "record_key": s.key, "stage": stage, "business_date": s.business_date,
+                    {"entity": entity, "record_key": s.key, "stage": stage, "account": self.ledger.account,
+                     "business_date": s.business_date,
                      "reason": reason, "source_hash": digest, "source": None, "run_id": self.run_id,
                      "quarantined_at": now}
                     for s, stage, reason, digest in quarantined
@@ -131,11 +142,12 @@ class Pusher:
         self._progress(report)
 
     def quarantine_count(self, entity: Entity) -> int:
-        return quarantine_count(self.engine, entity)
+        """The entity's records this account holds back, and those no account does (see ``quarantine_count``)."""
+        return quarantine_count(self.engine, entity, self.ledger.account)
 
     def undelivered(self, entity: Entity, start: dt.datetime | None = None, end: dt.datetime | None = None) -> int:
         """Staged records neither in AIQ as staged, nor quarantined, nor voided unsent (``sync.delivery``)."""
-        return undelivered(self.engine, self.ledger.account, entity, self._days(start, end))
+        return undelivered(self.engine, self.ledger.account, entity, self._days(start, end), self.scope)
 
     # -- personas -------------------------------------------------------------------------------------------
 
@@ -236,13 +248,13 @@ class Pusher:
             self._start_progress(Entity.PERSONA, days)
             # The lookup reads every sale of the window: it runs while the staged personas go out, so neither the
             # first batch nor the ones after the staged personas wait for it.
-            missing = lookup.submit(staged.personas_missing, self.engine, self.ledger.account, days,
+            missing = lookup.submit(staged.personas_missing, self.engine, self.ledger.account, days, self.scope,
                                     besides_staged_personas=True)
 
             def for_the_sales() -> Iterator[tuple[PersonaPayload, Staged]]:
                 yield from staged.sale_customers(self.engine, missing.result())
 
-            self._send_members((staged.personas(self.engine, days), report), (for_the_sales(), for_sales))
+            self._send_members((staged.personas(self.engine, days, self.scope), report), (for_the_sales(), for_sales))
         return report, for_sales
 
     # -- sales ----------------------------------------------------------------------------------------------
@@ -285,14 +297,14 @@ class Pusher:
         """
         report, personas = PushReport(entity=Entity.TRANSACTION), PushReport(entity=Entity.PERSONA)
         days = self._days(start, end)
-        candidates = self._sale_candidates(staged.sales(self.engine, days), report, personas)
+        candidates = self._sale_candidates(staged.sales(self.engine, days, self.scope), report, personas)
         with self._pushing():
             self._start_progress(Entity.TRANSACTION, days)
             if not personas_pushed:
                 # The personas the window's sales need and the ledger lacks, in one stream before any sale: full
                 # batches, not a partial one per chunk of sales. The per-chunk check in _sale_candidates still covers
                 # anything this pass missed.
-                missing = staged.personas_missing(self.engine, self.ledger.account, days)
+                missing = staged.personas_missing(self.engine, self.ledger.account, days, self.scope)
                 self._send_members((staged.sale_customers(self.engine, missing), personas))
                 report.personas_sent_first += personas.sent
             for outcome in self.client.send_sales(candidates):
@@ -307,7 +319,8 @@ class Pusher:
         report = PushReport(entity=Entity.INVENTORY)
 
         def candidates() -> Iterator[tuple[Staged, Any]]:
-            for chunk in chunked(iter(staged.inventory(self.engine)), CHUNK):
+            mine = ((self.scope.product(product), item) for product, item in staged.inventory(self.engine))
+            for chunk in chunked((pair for pair in mine if pair[0] is not None), CHUNK):
                 diff = self._diff(Entity.INVENTORY, chunk, report)
                 for product, item in chunk:
                     item = diff.read(item)
@@ -335,7 +348,7 @@ class Pusher:
 
     def _start_progress(self, entity: Entity, days: Days) -> None:
         """Count the staged records in scope, so progress lines can say how much is left."""
-        total = staged.count(self.engine, entity, days)
+        total = staged.count(self.engine, entity, days, self.scope)
         self._meter = (entity, Progress(self.log.info, f"push {entity}", total))
 
     def _progress(self, report: PushReport) -> None:

@@ -32,6 +32,7 @@ class Stage(enum.StrEnum):
 
 
 PUSH_STAGES = (Stage.PAYLOAD, Stage.AIQ)
+NO_ACCOUNT = ""  # the account of rows no account's push owns: extract rows, sales of a store no account receives
 
 
 def extract_rows(entity: Entity, run_id: str, rejects: Sequence[Reject]) -> list[dict[str, Any]]:
@@ -58,7 +59,11 @@ def quarantined(engine: sa.Engine, entity: Entity, stage: Stage | None = None) -
         return [dict(row) for row in conn.execute(query).mappings()]
 
 
-def quarantine_count(engine: sa.Engine, entity: Entity) -> int:
-    """Records of ``entity`` in quarantine, at any stage."""
+def quarantine_count(engine: sa.Engine, entity: Entity, account: str | None = None) -> int:
+    """Records of ``entity`` in quarantine, at any stage; with ``account``, those held back by that account's push or
+    by no account's (extract rows, sales of a store no account receives)."""
+    query = sa.select(sa.func.count()).select_from(quarantine).where(quarantine.c.entity == entity)
+    if account is not None:
+        query = query.where(quarantine.c.account.in_([account, NO_ACCOUNT]))
     with engine.connect() as conn:
-        return conn.scalar(sa.select(sa.func.count()).select_from(quarantine).where(quarantine.c.entity == entity)) or 0
+        return conn.scalar(query) or 0

@@ -22,7 +22,7 @@ staged_transactions = sa.Table(
     sa.Column("location_id", sa.String, nullable=False),
     sa.Column("location_name", sa.String, nullable=False),
     sa.Column("location_timezone", sa.String),  # None: POS_TIMEZONE's days
-    sa.Column("customer_id", sa.String, index=True),
+    sa.Column("customer_id", sa.String),
     sa.Column("is_void", sa.Boolean, nullable=False),
     sa.Column("last_modified_at", sa.DateTime, nullable=False),
     sa.Column("record", sa.Text, nullable=False),
@@ -37,9 +37,11 @@ staged_transactions = sa.Table(
     sa.Column("changed_at", sa.DateTime),  # CHANGED_AT below
     # The push reads a window's sales in this order, so the first batch leaves without the wide rows being sorted
     # first; it also covers the customers of a window's sales (staged.personas_missing) and the delivered check
-    # (delivery.undelivered) without reading the wide rows (bench/RESULTS.md, "indexes").
+    # (delivery.undelivered) without reading the wide rows (bench/RESULTS.md, "indexes"), an account's stores included.
     sa.Index("ix_staged_transactions_day_key", "business_date", "transaction_id", "customer_id", "is_void",
-             "content_hash"),
+             "content_hash", "location_id"),
+    # Which accounts' stores a customer shops in (sync.accounts.StoreScope.shoppers), and a customer's sales.
+    sa.Index("ix_staged_transactions_customer_store", "customer_id", "location_id"),
     # The pull API's keyset orders: incremental pulls by change, backfills by when the sale was rung.
     sa.Index("ix_staged_transactions_changed", "changed_at", "transaction_id"),
     sa.Index("ix_staged_transactions_at", "transaction_at", "transaction_id"),
@@ -110,6 +112,9 @@ quarantine = sa.Table(
     sa.Column("entity", sa.String, nullable=False),
     sa.Column("record_key", sa.String),
     sa.Column("stage", sa.String, nullable=False),  # extract | payload | aiq
+    # A push stage's row belongs to the AIQ account whose push held the record back (its ledger name): a persona
+    # refused by one account may be in another. Extract rows, and sales no account receives, have "".
+    sa.Column("account", sa.String, nullable=False, default="", server_default=""),
     sa.Column("business_date", sa.Date, index=True),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("source_hash", sa.String(64)),

@@ -1,7 +1,8 @@
 """What a push reads from staging: records in key order, streamed, with the payloads the extract built.
 
-A window is given as its local dates ``[first, stop)``. Sales and personas are read in their day-and-key index's order,
-so the first batch leaves without the wide rows being sorted first; nothing here parses a staged record but inventory.
+A window is given as its local dates ``[first, stop)``, and an account's stores as its ``StoreScope``. Sales and
+personas are read in their day-and-key index's order, so the first batch leaves without the wide rows being sorted
+first; nothing here parses a staged record but inventory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiq_pipelines.db.statements import execute_with_lists
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.pos.records import InventoryItem
 from aiq_pipelines.pos.source import chunked
+from aiq_pipelines.sync.accounts import EVERYTHING, StoreScope
 from aiq_pipelines.sync.diff import Staged, StagedSale
 from aiq_pipelines.sync.payload import PersonaPayload
 from aiq_pipelines.sync.schema import (
@@ -51,13 +53,13 @@ def inventory(engine: sa.Engine) -> Iterator[tuple[InventoryItem, Staged]]:
             yield InventoryItem.model_validate_json(record), Staged(key, content_hash, None)
 
 
-def personas(engine: sa.Engine, days: Days) -> Iterator[tuple[PersonaPayload, Staged]]:
-    """The window's staged personas with their payloads, day by day in key order."""
+def personas(engine: sa.Engine, days: Days, scope: StoreScope = EVERYTHING) -> Iterator[tuple[PersonaPayload, Staged]]:
+    """The window's staged personas that the account receives, with their payloads, day by day in key order."""
     table = staged_personas
     query = (
         sa.select(table.c.customer_id, table.c.content_hash, table.c.business_date, table.c.payload,
                   table.c.payload_hash, table.c.payload_issues, table.c.payload_error)
-        .where(*in_days(table, days))
+        .where(*in_days(table, days), *scope.shoppers(table.c.customer_id))
         .order_by(table.c.business_date, table.c.customer_id)  # ix_staged_personas_day_key_hash: no sort
     )
     with engine.connect() as conn:
@@ -66,13 +68,13 @@ def personas(engine: sa.Engine, days: Days) -> Iterator[tuple[PersonaPayload, St
             yield PersonaPayload.staged(payload, digest, issues, error), Staged(key, content_hash, business_date)
 
 
-def sales(engine: sa.Engine, days: Days) -> Iterator[tuple[StagedSale, Staged]]:
-    """The window's staged receipts with their payloads, day by day in key order."""
+def sales(engine: sa.Engine, days: Days, scope: StoreScope = EVERYTHING) -> Iterator[tuple[StagedSale, Staged]]:
+    """The window's staged receipts of the account's stores with their payloads, day by day in key order."""
     table = staged_transactions
     query = (
         sa.select(table.c.transaction_id, table.c.content_hash, table.c.business_date, table.c.customer_id,
                   table.c.is_void, table.c.payload, table.c.payload_hash, table.c.payload_error)
-        .where(*in_days(table, days))
+        .where(*in_days(table, days), *scope.stores(table.c.location_id))
         .order_by(table.c.business_date, table.c.transaction_id)  # the index's order: no sort
     )
     with engine.connect() as conn:
@@ -98,16 +100,18 @@ def sale_customers(engine: sa.Engine, customer_ids: Iterable[str]) -> Iterator[t
             yield PersonaPayload.staged(payload, digest, issues, error), Staged(key, content_hash or "", None)
 
 
-def personas_missing(engine: sa.Engine, account: str, days: Days, *, besides_staged_personas: bool = False) -> list[str]:
-    """Customers of the window's sales (voids aside) that the account's ledger lacks, in key order; with
-    ``besides_staged_personas``, not those staged for the window (they are sent as staged)."""
+def personas_missing(
+    engine: sa.Engine, account: str, days: Days, scope: StoreScope = EVERYTHING, *, besides_staged_personas: bool = False
+) -> list[str]:
+    """Customers of the window's sales in the account's stores (voids aside) that the account's ledger lacks, in key
+    order; with ``besides_staged_personas``, not those staged for the window (they are sent as staged)."""
     sales_table = staged_transactions
     known = sa.exists().where(
         aiq_ledger.c.account == account, aiq_ledger.c.entity == Entity.PERSONA,
         aiq_ledger.c.record_key == sales_table.c.customer_id,
     )
-    conditions = [*in_days(sales_table, days), sales_table.c.customer_id.is_not(None), sa.not_(sales_table.c.is_void),
-                  sa.not_(known)]
+    conditions = [*in_days(sales_table, days), *scope.stores(sales_table.c.location_id),
+                  sales_table.c.customer_id.is_not(None), sa.not_(sales_table.c.is_void), sa.not_(known)]
     if besides_staged_personas:
         conditions.append(sa.not_(sa.exists().where(
             staged_personas.c.customer_id == sales_table.c.customer_id, *in_days(staged_personas, days)
@@ -117,8 +121,18 @@ def personas_missing(engine: sa.Engine, account: str, days: Days, *, besides_sta
         return list(conn.scalars(query))
 
 
-def count(engine: sa.Engine, entity: Entity, days: Days) -> int:
-    """Staged records of ``entity`` in the window (the whole snapshot for inventory)."""
+def in_scope(entity: Entity, scope: StoreScope) -> list[sa.ColumnElement[bool]]:
+    """The conditions that keep an account's staged records (inventory is filtered by ``StoreScope.product``)."""
+    if entity == Entity.TRANSACTION:
+        return scope.stores(staged_transactions.c.location_id)
+    if entity == Entity.PERSONA:
+        return scope.shoppers(staged_personas.c.customer_id)
+    return []
+
+
+def count(engine: sa.Engine, entity: Entity, days: Days, scope: StoreScope = EVERYTHING) -> int:
+    """The account's staged records of ``entity`` in the window (the whole snapshot for inventory)."""
     table = TABLES[entity]
+    query = sa.select(sa.func.count()).select_from(table).where(*in_days(table, days), *in_scope(entity, scope))
     with engine.connect() as conn:
-        return conn.scalar(sa.select(sa.func.count()).select_from(table).where(*in_days(table, days))) or 0
+        return conn.scalar(query) or 0

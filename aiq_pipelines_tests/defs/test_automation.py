@@ -312,29 +312,51 @@ def test_the_jobs_cover_what_operators_sync():
         "pos_inventory", "aiq_inventory"}
 
 
-def scheduled(schedule: dg.ScheduleDefinition, *wall_clock: int) -> list[dg.RunRequest] | str:
-    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(*wall_clock, tzinfo=DENVER),
-                                        repository_def=defs.get_repository_def())
-    data = schedule.evaluate_tick(context)
+def scheduled(schedule: dg.ScheduleDefinition, *wall_clock: int, pos_url: str | None = None) -> list[dg.RunRequest] | str:
+    resources = {"pos": PosDatabase.from_settings(load_settings(), url=pos_url)} if pos_url else None
+    with dg.build_schedule_context(scheduled_execution_time=dt.datetime(*wall_clock, tzinfo=DENVER),
+                                   repository_def=defs.get_repository_def(), resources=resources) as context:
+        data = schedule.evaluate_tick(context)  # inside the block: the resources are released when it ends
     return data.skip_message if data.skip_message else data.run_requests
 
 
-@pytest.mark.parametrize(("wall_clock", "yesterday"), [
-    ((2026, 6, 11, 4, 30), "2026-06-10"),
-    ((2026, 3, 9, 4, 30), "2026-03-08"),  # the morning after the spring DST change
-    ((2026, 1, 1, 4, 30), None),
+@pytest.mark.parametrize(("stores", "wall_clock", "day"), [
+    ((), (2026, 6, 11, 4, 30), "2026-06-10"),
+    ((), (2026, 6, 11, 3, 30), "2026-06-09"),  # yesterday is not settled yet: the day before (already asked for)
+    ((), (2026, 3, 9, 4, 30), "2026-03-08"),  # the morning after the spring DST change
+    ((), (2026, 11, 2, 4, 30), "2026-11-01"),  # the morning after the 25-hour day
+    # Phoenix keeps standard time: in July its day ends an hour after Denver's, in January with it.
+    (("America/Phoenix",), (2026, 7, 16, 4, 30), "2026-07-14"),
+    (("America/Phoenix",), (2026, 7, 16, 5, 30), "2026-07-15"),
+    (("America/Phoenix",), (2026, 1, 16, 4, 30), "2026-01-15"),
+    (("America/Phoenix", "Pacific/Honolulu"), (2026, 7, 16, 7, 30), "2026-07-14"),
+    (("America/Phoenix", "Pacific/Honolulu"), (2026, 7, 16, 8, 30), "2026-07-15"),
+    (("America/New_York",), (2026, 7, 16, 4, 30), "2026-07-15"),  # a store east of POS_TIMEZONE is done earlier
 ])
-def test_the_nightly_reconciliation_resyncs_yesterday(wall_clock, yesterday):
-    result = scheduled(nightly_reconciliation, *wall_clock)
-    if yesterday is None:
-        assert result == "yesterday (2025-12-31) is before POS_START_DATE (2026-01-01)"
-        return
-    [request] = result
-    assert request.partition_key == yesterday
+def test_the_nightly_reconciliation_resyncs_each_day_once_every_store_has_closed(pos, stores, wall_clock, day):
+    for n, zone in enumerate(stores):
+        pos.add_location(f"STORE-{n + 2:02}", f"Store {n + 2}", timezone=zone)
+
+    [request] = scheduled(nightly_reconciliation, *wall_clock, pos_url=pos.url)
+
+    assert (request.partition_key, request.run_key) == (day, day), "asked for once: the run key is the day"
     schedule = defs.resolve_schedule_def("nightly_reconciliation")
     assert schedule.job_name == "daily_sync"
-    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 4 * * *", "America/Denver")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 * * * *", "America/Denver")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_the_nightly_reconciliation_skips_days_before_the_start(pos):
+    assert scheduled(nightly_reconciliation, 2026, 1, 1, 4, 30, pos_url=pos.url) == (
+        "the last day every store has closed (2025-12-31) is before POS_START_DATE (2026-01-01)")
+
+
+def test_a_store_with_a_bad_zone_fails_the_reconciliation_tick_naming_it(pos):
+    pos.add_location("STORE-MARS", "Olympus", timezone="Mars/Olympus")
+    with pytest.raises(dg.DagsterUserCodeExecutionError) as raised:
+        scheduled(nightly_reconciliation, 2026, 6, 11, 4, 30, pos_url=pos.url)
+    assert "store STORE-MARS: its timezone (locations.timezone) 'Mars/Olympus' is not an IANA time zone name" in str(
+        raised.value.user_exception)
 
 
 def test_the_inventory_schedule_runs_the_inventory_sync_hourly_in_store_time():

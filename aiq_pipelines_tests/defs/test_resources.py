@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -134,3 +138,37 @@ def test_an_unset_key_variable_is_named(sandbox: Sandbox, tmp_path: Path, monkey
     with pytest.raises(dg.DagsterInvalidConfigError, match="AIQ_API_KEY"):
         dg.materialize([pushed_sale], resources={"aiq": resource})
     assert sandbox.state()["sales"] == []
+
+
+ACCOUNTS_PROBE = """
+import json
+from aiq_pipelines.definitions import defs
+graph = defs.resolve_asset_graph()
+resources = {key: {"key_env": r.api_key.env_var_name, "base_url": r.base_url, "uid": r.uid,
+                   "per_second": r.requests_per_second, "per_minute": r.requests_per_minute}
+             for key, r in defs.resources.items() if key.startswith("aiq")}
+print(json.dumps({"assets": sorted(k.to_user_string() for k in graph.get_all_asset_keys()), "resources": resources}))
+"""
+
+
+def test_an_accounts_file_gives_each_account_its_assets_and_its_resource(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.yaml"
+    path.write_text(
+        "accounts:\n"
+        "  - {name: colorado, uid: c-1, base_url: 'https://lab.alpineiq.com', api_key_env: KEY_CO, default: true}\n"
+        "  - {name: arizona, uid: a-1, api_key_env: KEY_AZ, locations: [STORE-PHX], requests_per_second: 2}\n"
+    )
+    env = {**os.environ, "AIQ_ACCOUNTS_FILE": str(path), "AIQ_REQUESTS_PER_MINUTE": "90"}
+    probe = subprocess.run([sys.executable, "-c", ACCOUNTS_PROBE], env=env, capture_output=True, text=True, check=True)
+    loaded = json.loads(probe.stdout.strip().splitlines()[-1])
+
+    assert [key for key in loaded["assets"] if "aiq" in key] == [
+        "arizona/aiq_inventory", "arizona/aiq_personas", "arizona/aiq_sales",
+        "colorado/aiq_inventory", "colorado/aiq_personas", "colorado/aiq_sales",
+    ]
+    assert loaded["resources"] == {
+        "aiq_colorado": {"key_env": "KEY_CO", "base_url": "https://lab.alpineiq.com", "uid": "c-1",
+                         "per_second": 5, "per_minute": 90},
+        "aiq_arizona": {"key_env": "KEY_AZ", "base_url": "http://127.0.0.1:8765", "uid": "a-1",
+                        "per_second": 2, "per_minute": 90},
+    }

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from aiq_pipelines.pos import demo
+from aiq_pipelines.settings import read_accounts_file
 from aiq_pipelines_tests.conftest import DEMO_OPTIONS
 
 NOW = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
@@ -138,3 +139,26 @@ def test_a_chain_across_time_zones_sells_in_each_stores_own_hours(tmp_path):
     for location_id, at in rows(url, "SELECT location_id, transaction_at FROM transactions"):
         local = dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC).astimezone(zoneinfo.ZoneInfo(zones[location_id]))
         assert 8 <= local.hour <= 23 and dt.date(2026, 7, 14) <= local.date() <= dt.date(2026, 7, 16), (location_id, at)
+
+
+def test_cli_deals_the_stores_out_to_several_accounts(tmp_path):
+    url, accounts_file = f"sqlite:///{tmp_path / 'pos.db'}", tmp_path / "accounts.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "aiq_pipelines.cli", "demo-data", "--database-url", url, "--days", "1", "--stores", "3",
+         "--min-sales", "5", "--max-sales", "5", "--end-date", "2026-06-10", "--accounts", "2",
+         "--accounts-file", str(accounts_file)], capture_output=True, text=True, check=True)
+
+    assert f"AIQ_ACCOUNTS_FILE={accounts_file}" in result.stdout
+    first, second = read_accounts_file(accounts_file)
+    assert (first.name, first.uid, first.base_url, first.api_key_env, first.locations) == (
+        "account_1", "sandbox", "http://127.0.0.1:8765", "AIQ_API_KEY", ("STORE-01", "STORE-03"))
+    assert (second.uid, second.base_url, second.api_key_env, second.locations) == (
+        "sandbox-2", "http://127.0.0.1:8775", "AIQ_API_KEY_2", ("STORE-02",))
+    stores = {location for (location,) in rows(url, "SELECT location_id FROM locations")}
+    assert stores == set(first.locations) | set(second.locations), "every demo store has an account"
+
+    too_many = subprocess.run([sys.executable, "-m", "aiq_pipelines.cli", "demo-data", "--database-url", url,
+                               "--stores", "3", "--accounts", "4", "--accounts-file", str(accounts_file)],
+                              capture_output=True, text=True)
+    assert too_many.returncode == 2
+    assert "--accounts must be between 1 and the number of stores (3), got 4" in too_many.stderr

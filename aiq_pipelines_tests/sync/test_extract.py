@@ -285,24 +285,28 @@ def assert_statements_with_key_lists_run_as_sqlalchemy_runs_them(sync_url: str) 
     every length of key list (none included), and renders each length once."""
     store = SyncStore(sync_url, "America/Denver")
     rows = [{"entity": "transaction", "record_key": f"K{n}", "stage": stage, "reason": f"why {n}",
-             "source_hash": f"h{n}", "run_id": "r0", "quarantined_at": dt.datetime(2026, 6, 1)}
-            for n in range(10) for stage in ("aiq", "payload", "extract")]
+             "source_hash": f"h{n}", "run_id": "r0", "quarantined_at": dt.datetime(2026, 6, 1), "account": account}
+            for n in range(10) for stage, account in (("aiq", "mine"), ("payload", "mine"), ("extract", ""))]
+    # Another account's rows: neither read nor cleared by this account's statements.
+    rows += [{**row, "account": "other"} for row in rows if row["stage"] != "extract" and row["record_key"] == "K1"]
     refused = push._REFUSED
     with store.engine.begin() as conn:
         conn.execute(sa.insert(quarantine), rows)
         for keys in ([], ["K1"], ["K2", "K3", "nobody"], [f"K{n}" for n in range(10)], ["K4", "K5", "K6"]):
-            parameters = {"entity": "transaction", "keys": keys}
+            parameters = {"entity": "transaction", "account": "mine", "keys": keys}
             expected = sorted(tuple(row) for row in conn.execute(refused, parameters))
             assert sorted(tuple(row) for row in execute_with_lists(conn, refused, parameters)) == expected, keys
             assert len(expected) == len({k for k in keys if k != "nobody"})
         rendered = statements._rendered.cache_info().currsize
-        execute_with_lists(conn, refused, {"entity": "transaction", "keys": ["K7", "K8", "K9"]})
+        execute_with_lists(conn, refused, {"entity": "transaction", "account": "mine", "keys": ["K7", "K8", "K9"]})
         assert statements._rendered.cache_info().currsize == rendered, "a length seen before is not rendered again"
 
-        execute_with_lists(conn, push._CLEAR_PUSH_QUARANTINE, {"entity": "transaction", "keys": ["K1", "K2"]})
-        left = conn.execute(sa.select(quarantine.c.record_key, quarantine.c.stage)
+        execute_with_lists(conn, push._CLEAR_PUSH_QUARANTINE,
+                           {"entity": "transaction", "account": "mine", "keys": ["K1", "K2"]})
+        left = conn.execute(sa.select(quarantine.c.record_key, quarantine.c.stage, quarantine.c.account)
                             .where(quarantine.c.record_key.in_(["K1", "K2", "K3"]))).all()
-    assert sorted(left) == [("K1", "extract"), ("K2", "extract"), ("K3", "aiq"), ("K3", "extract"), ("K3", "payload")]
+    assert sorted(left) == [("K1", "aiq", "other"), ("K1", "extract", ""), ("K1", "payload", "other"),
+                            ("K2", "extract", ""), ("K3", "aiq", "mine"), ("K3", "extract", ""), ("K3", "payload", "mine")]
 
 
 def test_statements_with_key_lists_run_as_sqlalchemy_runs_them(sync_url):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from aiq_pipelines.defs.automation import Watermark, _next_tick
 from aiq_pipelines.defs.partitions import business_days
 from aiq_pipelines.pos.queries import PosQueryError
 from aiq_pipelines.pos.source import PosSource
@@ -119,3 +121,23 @@ def test_the_sensor_asks_for_each_stores_own_local_day(two_zones):
     two_zones.add_sale("PHX-next", at(PHOENIX, 2026, 7, 16, 23, 30), location_id="STORE-PHX",
                        modified=now + dt.timedelta(seconds=1))
     assert set(tick(two_zones.url, result.cursor).requests) == {"2026-07-16"}
+
+
+def test_a_day_that_began_east_of_pos_timezone_is_asked_for_once_its_partition_exists(pos):
+    # 00:30 in New York on July 16 is 22:30 on July 15 in Denver, whose July 16 partition does not exist yet.
+    pos.add_location("STORE-NYC", "Muffins Manhattan", timezone="America/New_York")
+    first = tick(pos.url)
+    now = utc_now()
+    pos.add_sale("NYC-early", at(zoneinfo.ZoneInfo("America/New_York"), 2026, 7, 16, 0, 30), location_id="STORE-NYC",
+                 modified=now)
+    source = PosSource(pos.url)
+
+    before = _next_tick(source, Watermark.from_cursor(first.cursor), "2026-01-01", "2026-07-15")
+
+    assert not before.run_requests and "2026-07-16 will be synced once its partition exists" in before.skip_reason.skip_message
+    assert Watermark.from_cursor(before.cursor).pending == ("2026-07-16",)
+    after = _next_tick(source, Watermark.from_cursor(before.cursor), "2026-01-01", "2026-07-16")
+    assert [r.partition_key for r in after.run_requests] == ["2026-07-16"], "asked for at Denver's midnight"
+    assert Watermark.from_cursor(after.cursor).pending == ()
+    assert isinstance(_next_tick(source, Watermark.from_cursor(after.cursor), "2026-01-01", "2026-07-16"),
+                      dg.SkipReason), "and only once"
