@@ -65,7 +65,10 @@ class AccountSettings(BaseModel):
     requests_per_minute: int | None = Field(None, ge=1)
     requests_per_hour: int | None = Field(None, ge=1)
 
-    _base_url = field_validator("base_url")(lambda cls, value: _http_url(value))
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return _http_url(value)
 
     @property
     def ledger_account(self) -> str:
@@ -258,6 +261,14 @@ class Settings(BaseSettings):
                 self._accounts = read_accounts_file(self.aiq_accounts_file)
             except ValueError as exc:
                 raise ValueError(f"AIQ_ACCOUNTS_FILE: {exc}") from None
+            for account in self._accounts:
+                second, minute, hour = (getattr(account, f"requests_per_{w}") or getattr(self, f"aiq_requests_per_{w}")
+                                        for w in ("second", "minute", "hour"))
+                if not second <= minute <= hour:
+                    raise ValueError(
+                        f"AIQ_ACCOUNTS_FILE: account {account.name!r}: its limits ({second}/s, {minute}/min, {hour}/h, "
+                        "from the file or AIQ_REQUESTS_*) must not shrink as the window grows"
+                    )
         return self
 
     @property

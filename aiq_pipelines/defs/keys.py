@@ -39,10 +39,6 @@ class AccountAssets:
     sales: dg.AssetKey
     inventory: dg.AssetKey
 
-    @property
-    def keys(self) -> frozenset[dg.AssetKey]:
-        return frozenset((self.personas, self.sales, self.inventory))
-
 
 def account_assets(name: str, *, prefixed: bool) -> AccountAssets:
     """With one account the push assets keep their plain keys (``aiq_sales``); with an accounts file each account's are

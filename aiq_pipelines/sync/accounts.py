@@ -23,6 +23,7 @@ from aiq_pipelines.sync.schema import quarantine, staged_transactions
 UNLISTED_STORE = ("store {location} ({name}) belongs to no AIQ account: list it under an account's locations in "
                   "AIQ_ACCOUNTS_FILE, or make one account default: true, then re-run the day")
 
+
 @dataclass(frozen=True)
 class StoreScope:
     """The stores of one account: ``only`` those, or (``only`` None) every store but ``excluded``."""
