@@ -101,7 +101,6 @@ class Sandbox:
             return {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in ("sales", "members")}
 
 
-@contextlib.contextmanager
 def wait_until_answering(process: subprocess.Popen, url: str, what: str, log_path: Path, seconds: float = 30) -> None:
     """Poll ``url`` until it answers 200; fail naming ``what`` and its log if ``process`` exits or time runs out."""
     deadline = time.monotonic() + seconds
@@ -114,6 +113,7 @@ def wait_until_answering(process: subprocess.Popen, url: str, what: str, log_pat
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
 def sandbox(db_path: Path, limits: tuple[int, int, int]) -> Iterator[Sandbox]:
     """The AIQ sandbox on a fresh state file, enforcing ``limits`` (per second, minute, hour)."""
     port, key = _free_port(), "bench-" + secrets.token_hex(8)
