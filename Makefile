@@ -13,6 +13,10 @@ export AIQ_UID ?= sandbox
 export PULL_API_KEYS ?= pull-dev-key
 # `make dev ACCOUNTS=2`: the demo's stores dealt out to two AIQ accounts, each a sandbox of its own (8765, 8775, ...).
 ACCOUNTS ?= 1
+# `make dev DROP=1`: sync the demo from a drop folder of CSV files (.data/drop) instead of its database.
+ifeq ($(DROP),1)
+export POS_DROP_DIR ?= $(CURDIR)/.data/drop
+endif
 
 .PHONY: dev test install demo-data sandbox clean bench bench-pull
 
@@ -24,8 +28,11 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# With a drop folder, two weeks of the demo as CSV files (the folder must exist before the settings are read).
 demo-data: install
-	$(BIN)/aiq-pipelines demo-data --if-absent $(if $(filter-out 1,$(ACCOUNTS)),--accounts $(ACCOUNTS))
+	@$(if $(POS_DROP_DIR),mkdir -p "$(POS_DROP_DIR)")
+	$(BIN)/aiq-pipelines demo-data --if-absent $(if $(filter-out 1,$(ACCOUNTS)),--accounts $(ACCOUNTS)) \
+	  $(if $(POS_DROP_DIR),--csv "$(POS_DROP_DIR)" --days 14)
 
 # Starts the sandbox (only when the pipeline points at it) and the pull API next to `dagster dev`; all stop with Ctrl-C.
 dev: install demo-data

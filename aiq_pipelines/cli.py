@@ -49,6 +49,8 @@ def _demo_data(args: argparse.Namespace) -> int:
     if args.accounts:
         write_demo_accounts(args.accounts_file, args.stores, args.accounts)
         print(f"wrote {args.accounts_file}: {args.accounts} AIQ accounts; set AIQ_ACCOUNTS_FILE={args.accounts_file}")
+    if args.csv is not None:
+        return _demo_csv(args, options)
     if args.if_absent:
         import sqlalchemy as sa
 
@@ -68,6 +70,31 @@ def _demo_data(args: argparse.Namespace) -> int:
         f"{summary.products} products, {summary.locations} stores for {summary.first_day}..{summary.last_day} "
         f"in {time.monotonic() - started:.1f}s"
     )
+    return 0
+
+
+def _demo_csv(args: argparse.Namespace, options: demo.DemoOptions) -> int:
+    """The demo as a drop folder: generated into --database-url (or a scratch database), then exported as CSV."""
+    import tempfile
+
+    from aiq_pipelines.db.engines import engine_for
+    from aiq_pipelines.pos.dropfiles import export_tables, kind_of
+
+    folder: Path = args.csv
+    if args.if_absent and folder.is_dir() and any(kind_of(path.name) for path in folder.iterdir()):
+        print(f"drop folder {folder} already holds drop files; leaving it as it is")
+        return 0
+    with tempfile.TemporaryDirectory() as scratch:
+        url = args.database_url or f"sqlite:///{Path(scratch) / 'demo.db'}"
+        try:
+            demo.generate(url, options, replace=args.replace)
+        except demo.DemoDataExists as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        engine = engine_for(url)
+        written = export_tables(engine, folder, gzip_files=args.gzip)
+        engine.dispose()
+    print(f"wrote the demo as drop files into {folder}: " + ", ".join(f"{n:,} {t}" for t, n in written.items()))
     return 0
 
 
@@ -104,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                                "local sandboxes on ports 8765, 8775, ... (default: none, one account)")
     demo_cmd.add_argument("--accounts-file", type=Path, default=DEMO_ACCOUNTS_FILE,
                           help=f"where --accounts writes the file ({DEMO_ACCOUNTS_FILE})")
+    demo_cmd.add_argument("--csv", type=Path, default=None, metavar="DIR",
+                          help="write the demo as a drop folder of CSV files (one per reference table) into DIR, "
+                               "for POS_DROP_DIR; the database is a scratch one unless --database-url is given")
+    demo_cmd.add_argument("--gzip", action="store_true", help="with --csv, write .csv.gz files")
     demo_cmd.add_argument("--database-url", default=None, help="SQLAlchemy URL (default POS_DATABASE_URL)")
     demo_cmd.add_argument("--replace", action="store_true", help="drop and recreate the POS tables first")
     demo_cmd.add_argument("--if-absent", action="store_true", help="do nothing if the POS already has its tables")

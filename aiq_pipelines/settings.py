@@ -12,6 +12,7 @@ import functools
 import os
 import zoneinfo
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -27,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aiq_pipelines.aiq.client import BulkBatchSize, InFlight, InventoryBatchSize
+from aiq_pipelines.pos.dropfiles import read_column_map
 from aiq_pipelines.pos.source import DEFAULT_CHUNK_SIZE
 
 DATA_DIR = Path(os.environ.get("AIQ_PIPELINES_DATA_DIR", ".data"))
@@ -144,6 +146,13 @@ class Settings(BaseSettings):
     pos_queries_file: Path | None = Field(
         None, description="YAML file with one SELECT per entity for a POS whose schema differs from the reference."
     )
+    pos_drop_dir: Path | None = Field(
+        None, description="Folder of daily CSV exports to sync instead of a POS database; POS_DATABASE_URL then names "
+        "the SQLite mirror they are loaded into (.data/pos_drop.db by default).",
+    )
+    pos_drop_columns_file: Path | None = Field(
+        None, description="YAML map of reference column to export header, per file kind, for exports named otherwise."
+    )
     extract_chunk_size: int = Field(
         DEFAULT_CHUNK_SIZE, ge=1, le=100_000, description="Rows fetched from the POS per round trip."
     )
@@ -203,6 +212,14 @@ class Settings(BaseSettings):
             raise ValueError("expected an IANA time zone name such as America/Denver") from None
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_mirror(cls, data: Any) -> Any:
+        # With a drop folder, the POS the extract reads is the folder's mirror, kept apart from a database POS.
+        if isinstance(data, dict) and data.get("pos_drop_dir") and not data.get("pos_database_url"):
+            return {**data, "pos_database_url": f"sqlite:///{DATA_DIR / 'pos_drop.db'}"}
+        return data
+
     @field_validator("pos_database_url", "sync_database_url")
     @classmethod
     def _sqlalchemy_url(cls, value: str) -> str:
@@ -234,12 +251,33 @@ class Settings(BaseSettings):
     def _aiq_url(cls, value: str) -> str:
         return _http_url(value)
 
-    @field_validator("pos_queries_file", "aiq_accounts_file")
+    @field_validator("pos_queries_file", "aiq_accounts_file", "pos_drop_columns_file")
     @classmethod
     def _existing_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError("expected the path of an existing YAML file")
         return value
+
+    @field_validator("pos_drop_dir")
+    @classmethod
+    def _existing_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError("expected the path of an existing folder")
+        return value
+
+    @field_validator("pos_drop_columns_file")
+    @classmethod
+    def _column_map(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_column_map(value)
+        return value
+
+    @model_validator(mode="after")
+    def _drop_mirror_is_sqlite(self) -> Settings:
+        if self.pos_drop_dir is not None and not self.pos_database_url.startswith("sqlite:"):
+            raise ValueError("POS_DATABASE_URL: with POS_DROP_DIR it names the SQLite mirror the drop files are loaded "
+                             "into, e.g. sqlite:///.data/pos_drop.db")
+        return self
 
     @model_validator(mode="after")
     def _consistent_rate_limits(self) -> Settings:

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from aiq_pipelines.db.engines import engine_for
-from aiq_pipelines.pos.demo import create_reference_schema
+from aiq_pipelines.pos.reference import create_reference_schema
 
 EPOCH = dt.datetime(2025, 1, 1)
 

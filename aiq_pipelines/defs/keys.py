@@ -7,6 +7,7 @@ import dagster as dg
 POS_TRANSACTIONS = dg.AssetKey("pos_transactions")
 POS_PERSONAS = dg.AssetKey("pos_personas")
 POS_INVENTORY = dg.AssetKey("pos_inventory")
+POS_DROP_FILES = dg.AssetKey("pos_drop_files")
 AIQ_PERSONAS = dg.AssetKey("aiq_personas")
 AIQ_SALES = dg.AssetKey("aiq_sales")
 AIQ_INVENTORY = dg.AssetKey("aiq_inventory")
@@ -16,6 +17,7 @@ CHECK_UNIQUE = "unique_keys"
 CHECK_WINDOW = "within_window"
 CHECK_QUARANTINE = "quarantine_rate"
 CHECK_STRAYS = "none_outside_partitions"
+CHECK_FILES_READABLE = "files_readable"
 # Push checks
 CHECK_DELIVERED = "delivered"
 CHECK_QUARANTINE_GROWTH = "quarantine_not_growing"
@@ -27,6 +29,8 @@ AIQ_POOL = "aiq_api"
 OWNERS = ["team:data-platform"]
 POS_TAGS = {"layer": "extract", "system": "pos"}
 AIQ_TAGS = {"layer": "push", "system": "aiq"}
+# The run tag naming the drop files whose rows a sensor-started run syncs.
+DROP_FILES_TAG = "drop_files"
 
 
 @dataclasses.dataclass(frozen=True)

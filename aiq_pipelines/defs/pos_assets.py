@@ -10,6 +10,7 @@ from aiq_pipelines.defs.keys import (
     CHECK_STRAYS,
     CHECK_UNIQUE,
     CHECK_WINDOW,
+    DROP_FILES_TAG,
     OWNERS,
     POS_INVENTORY,
     POS_PERSONAS,
@@ -89,6 +90,7 @@ def _quarantine_strays(
 
 
 def _extract_result(
+    context: dg.AssetExecutionContext,
     sync: SyncDatabase,
     report: StageReport,
     *,
@@ -138,6 +140,8 @@ def _extract_result(
         "quarantine_rate": report.quarantine_rate,
         "quarantine_reasons": dg.MetadataValue.md(report.reasons_markdown()),
     }
+    if DROP_FILES_TAG in context.run.tags:  # a run the drop sensor started: the files whose rows it syncs
+        metadata["drop_files"] = context.run.tags[DROP_FILES_TAG]
     if report.entity == Entity.TRANSACTION:
         metadata["sale_customers_staged"] = report.sale_customers
         metadata["sale_customers_without_payload"] = report.sale_customers_without_payload
@@ -185,7 +189,7 @@ def pos_transactions(context: dg.AssetExecutionContext, pos: PosDatabase, sync: 
         source, start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
     strays = _quarantine_strays(context, source, store, Entity.TRANSACTION)
-    return _extract_result(sync, report, windowed=True, strays=strays)
+    return _extract_result(context, sync, report, windowed=True, strays=strays)
 
 
 @dg.asset(
@@ -210,7 +214,7 @@ def pos_personas(context: dg.AssetExecutionContext, pos: PosDatabase, sync: Sync
         source, start, end, run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
     strays = _quarantine_strays(context, source, store, Entity.PERSONA)
-    return _extract_result(sync, report, windowed=True, strays=strays)
+    return _extract_result(context, sync, report, windowed=True, strays=strays)
 
 
 @dg.asset(key=POS_INVENTORY, **_EXTRACT, check_specs=_check_specs(POS_INVENTORY, windowed=False))
@@ -223,4 +227,4 @@ def pos_inventory(context: dg.AssetExecutionContext, pos: PosDatabase, sync: Syn
     report = store.stage_inventory(
         pos.source(), run_id=context.run.run_id, chunk_size=pos.chunk_size, on_chunk=_progress_logger(context)
     )
-    return _extract_result(sync, report, windowed=False)
+    return _extract_result(context, sync, report, windowed=False)

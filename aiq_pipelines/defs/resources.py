@@ -8,6 +8,7 @@ in the environment (it may carry a password), so Dagster reads them at launch an
 from __future__ import annotations
 
 import os
+import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,10 @@ from pydantic import Field
 from aiq_pipelines.aiq.client import AiqClient, BulkBatchSize, InFlight, InventoryBatchSize
 from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
 from aiq_pipelines.defs.keys import account_assets
+from aiq_pipelines.pos.dropfiles import DropFile, read_column_map, scan
+from aiq_pipelines.pos.mirror import DropMirror
 from aiq_pipelines.pos.source import PosSource
+from aiq_pipelines.pos.times import StoreDays
 from aiq_pipelines.settings import AccountSettings, Settings
 from aiq_pipelines.sync.store import SyncStore
 
@@ -49,6 +53,37 @@ class PosDatabase(dg.ConfigurableResource):
         return PosSource(
             self.url, chunk_size=self.chunk_size, queries_file=Path(self.queries_file) if self.queries_file else None
         )
+
+
+class DropFolder(dg.ConfigurableResource):
+    """A folder of daily CSV exports (POS_DROP_DIR) and the SQLite mirror they are loaded into, which the extract
+    reads as its POS (POS_DATABASE_URL)."""
+
+    folder: str = Field(description="The drop folder (POS_DROP_DIR); its files are only ever read.")
+    columns_file: str | None = Field(description="Column map of exports named otherwise (POS_DROP_COLUMNS_FILE).")
+    mirror_url: str = Field(description="SQLite URL of the mirror (POS_DATABASE_URL).")
+    timezone: str = Field(description="Zone of a customer's day and of stores without one (POS_TIMEZONE).")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        if settings.pos_drop_dir is None and "folder" not in overrides:
+            raise ValueError("POS_DROP_DIR is not set: there is no drop folder")
+        fields: dict[str, Any] = {
+            "folder": str(settings.pos_drop_dir),
+            "columns_file": str(settings.pos_drop_columns_file) if settings.pos_drop_columns_file else None,
+            "mirror_url": settings.pos_database_url,
+            "timezone": settings.pos_timezone,
+        }
+        return cls(**{**fields, **overrides})
+
+    def files(self) -> list[DropFile]:
+        return scan(Path(self.folder))
+
+    def column_map(self) -> dict[str, dict[str, str]] | None:
+        return read_column_map(Path(self.columns_file)) if self.columns_file else None
+
+    def mirror(self) -> DropMirror:
+        return DropMirror(self.mirror_url, StoreDays(zoneinfo.ZoneInfo(self.timezone)))
 
 
 class SyncDatabase(dg.ConfigurableResource):
@@ -173,6 +208,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "pos": PosDatabase.from_settings(settings),
         "sync": SyncDatabase.from_settings(settings),
     }
+    if settings.pos_drop_dir is not None:
+        resources["drop"] = DropFolder.from_settings(settings)
     prefixed = settings.aiq_accounts_file is not None
     for account in settings.aiq_accounts:
         key = account_assets(account.name, prefixed=prefixed).resource_key

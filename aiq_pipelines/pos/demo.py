@@ -17,12 +17,12 @@ import zoneinfo
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import sqlalchemy as sa
 
 from aiq_pipelines.db.engines import engine_for
+from aiq_pipelines.pos.reference import TABLES, create_reference_schema
 
 FIRST_NAMES = [
     "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William",
@@ -117,22 +117,6 @@ class DemoDataExists(RuntimeError):
     pass
 
 
-def _schema_statements() -> list[str]:
-    text = resources.files("aiq_pipelines.pos").joinpath("reference_schema.sql").read_text()
-    body = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
-    return [stmt.strip() for stmt in body.split(";") if stmt.strip()]
-
-
-def create_reference_schema(engine: sa.Engine, *, replace: bool = False) -> None:
-    """Create the reference POS tables; with ``replace``, drop them first."""
-    with engine.begin() as conn:
-        if replace:
-            for table in ["transaction_items", "transactions", "inventory", "products", "customers", "locations"]:
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
-        for statement in _schema_statements():
-            conn.exec_driver_sql(statement)
-
-
 BAD_PHONES = ["1234567890", "0000000000", "555-1234", "5555555555", "n/a", "", "303-555-01", "+44 20 7946 0958",
               "9999999999", "111-111-1111"]
 
@@ -216,7 +200,7 @@ def generate(
                 raise DemoDataExists("the POS database already has transactions; pass --replace to overwrite it")
     create_reference_schema(engine, replace=replace)
     reflected = sa.MetaData()
-    reflected.reflect(engine, only=["locations", "customers", "products", "inventory", "transactions", "transaction_items"])
+    reflected.reflect(engine, only=list(TABLES))
 
     zones = [zoneinfo.ZoneInfo(name) for name in options.timezones] or [tz]
 

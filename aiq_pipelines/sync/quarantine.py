@@ -1,6 +1,7 @@
 """The quarantine: records held back, each with its reason (fields and rules only, never a phone or an email).
 
-A record is quarantined at the stage that refused it: ``extract`` (its POS rows do not make a valid record), ``payload``
+A record is quarantined at the stage that refused it: ``intake`` (a drop file's line that does not parse; its key is
+``<file>:<line>``), ``extract`` (its POS rows do not make a valid record), ``payload``
 (no valid AIQ payload, or it waits for its persona) or ``aiq`` (AIQ refused it). An extract replaces its window's
 ``extract`` rows, and a push the rows of the records it settles, so a record fixed at the source leaves the quarantine.
 """
@@ -26,6 +27,7 @@ Reject = tuple[Any, Any, str, Any]
 class Stage(enum.StrEnum):
     """Where a record was held back."""
 
+    INTAKE = "intake"
     EXTRACT = "extract"
     PAYLOAD = "payload"
     AIQ = "aiq"
