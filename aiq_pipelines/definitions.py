@@ -11,6 +11,14 @@ from aiq_pipelines.defs.automation import (
     pos_change_sensor,
 )
 from aiq_pipelines.defs.drops import drop_definitions
+from aiq_pipelines.defs.ops import (
+    alert_on_run_failure,
+    build_check_alerts,
+    build_retry_job,
+    quarantine_after_sync,
+    quarantine_report,
+    sync_quarantine,
+)
 from aiq_pipelines.defs.partitions import settings
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import build_resources
@@ -18,16 +26,22 @@ from aiq_pipelines.defs.resources import build_resources
 # A drop folder is read by its own sensor, which syncs the days its files touch; the change sensor is for databases.
 drops = drop_definitions() if settings.pos_drop_dir is not None else {"assets": [], "jobs": [], "sensors": []}
 
+pipeline = [*drops["assets"], pos_transactions, pos_personas, pos_inventory, aiq_push, aiq_inventory, sync_quarantine]
+# Alerts only with a webhook to post to: without ALERT_WEBHOOK_URL they are not defined at all.
+alerts = [] if settings.alert_webhook_url is None else [
+    alert_on_run_failure,
+    build_check_alerts([key for asset in pipeline for key in asset.check_keys], [*aiq_push.keys, *aiq_inventory.keys]),
+]
+
 # Each asset links to its source file in the UI. In production, dg.link_code_references_to_git turns the links into
 # URLs of the deployed commit (see the README's deployment section).
-assets = dg.with_source_code_references(
-    [*drops["assets"], pos_transactions, pos_personas, pos_inventory, aiq_push, aiq_inventory]
-)
+resources = build_resources(settings)
+retry_quarantined = build_retry_job([pos_transactions, pos_personas, aiq_push], resources)
 
 defs = dg.Definitions(
-    assets=assets,
-    jobs=[daily_sync, inventory_sync, *drops["jobs"]],
+    assets=dg.with_source_code_references(pipeline),
+    jobs=[daily_sync, inventory_sync, quarantine_report, retry_quarantined, *drops["jobs"]],
     schedules=[inventory_sync_schedule, nightly_reconciliation],
-    sensors=drops["sensors"] or [pos_change_sensor],
-    resources=build_resources(settings),
+    sensors=[*(drops["sensors"] or [pos_change_sensor]), quarantine_after_sync, *alerts],
+    resources=resources,
 )

@@ -165,6 +165,17 @@ class Settings(BaseSettings):
         "so one bad sale on a quiet day never holds the day back.",
     )
 
+    quarantine_max_age_days: float = Field(
+        3, gt=0, description="The quarantine check warns once a record has waited longer than this many days."
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="Slack- or Teams-compatible incoming webhook that failed runs and checks are posted to; "
+        "empty: no alerts.",
+    )
+    alert_ui_url: str = Field(
+        "http://localhost:3000", description="The Dagster UI's address, for the run links in alerts."
+    )
+
     aiq_base_url: str = Field(DEFAULT_AIQ_BASE_URL, description="AIQ API base URL; the local sandbox by default.")
     aiq_uid: str = Field("sandbox", min_length=1, description="AIQ account id (the :uid in every path).")
     aiq_requests_per_second: int = Field(5, ge=1)
@@ -246,10 +257,18 @@ class Settings(BaseSettings):
             raise ValueError("expected a cron expression of five fields such as '0 * * * *'") from None
         return value
 
-    @field_validator("aiq_base_url")
+    @field_validator("aiq_base_url", "alert_ui_url")
     @classmethod
     def _aiq_url(cls, value: str) -> str:
         return _http_url(value)
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        _http_url(value.get_secret_value())
+        return value
 
     @field_validator("pos_queries_file", "aiq_accounts_file", "pos_drop_columns_file")
     @classmethod

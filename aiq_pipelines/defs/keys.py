@@ -8,6 +8,7 @@ POS_TRANSACTIONS = dg.AssetKey("pos_transactions")
 POS_PERSONAS = dg.AssetKey("pos_personas")
 POS_INVENTORY = dg.AssetKey("pos_inventory")
 POS_DROP_FILES = dg.AssetKey("pos_drop_files")
+SYNC_QUARANTINE = dg.AssetKey("sync_quarantine")
 AIQ_PERSONAS = dg.AssetKey("aiq_personas")
 AIQ_SALES = dg.AssetKey("aiq_sales")
 AIQ_INVENTORY = dg.AssetKey("aiq_inventory")
@@ -18,6 +19,7 @@ CHECK_WINDOW = "within_window"
 CHECK_QUARANTINE = "quarantine_rate"
 CHECK_STRAYS = "none_outside_partitions"
 CHECK_FILES_READABLE = "files_readable"
+CHECK_QUARANTINE_AGE = "none_waiting_too_long"
 # Push checks
 CHECK_DELIVERED = "delivered"
 CHECK_QUARANTINE_GROWTH = "quarantine_not_growing"
@@ -29,6 +31,7 @@ AIQ_POOL = "aiq_api"
 OWNERS = ["team:data-platform"]
 POS_TAGS = {"layer": "extract", "system": "pos"}
 AIQ_TAGS = {"layer": "push", "system": "aiq"}
+OPS_TAGS = {"layer": "ops"}
 # The run tag naming the drop files whose rows a sensor-started run syncs.
 DROP_FILES_TAG = "drop_files"
 

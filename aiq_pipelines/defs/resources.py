@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import dagster as dg
+import httpx
 from pydantic import Field
 
 from aiq_pipelines.aiq.client import AiqClient, BulkBatchSize, InFlight, InventoryBatchSize
@@ -94,6 +95,7 @@ class SyncDatabase(dg.ConfigurableResource):
     timezone: str = Field(description="IANA time zone of the business day (POS_TIMEZONE).")
     quarantine_max_rate: float = Field(description="QUARANTINE_MAX_RATE: the most a window may quarantine.")
     quarantine_min_records: int = Field(description="QUARANTINE_MIN_RECORDS: the rate check's floor.")
+    quarantine_max_age_days: float = Field(description="QUARANTINE_MAX_AGE_DAYS: how long a record may wait.")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -102,6 +104,7 @@ class SyncDatabase(dg.ConfigurableResource):
             "timezone": settings.pos_timezone,
             "quarantine_max_rate": settings.quarantine_max_rate,
             "quarantine_min_records": settings.quarantine_min_records,
+            "quarantine_max_age_days": settings.quarantine_max_age_days,
         }
         return cls(**{**fields, **overrides})
 
@@ -202,6 +205,26 @@ class AiqResource(dg.ConfigurableResource):
             yield client
 
 
+class AlertWebhook(dg.ConfigurableResource):
+    """The incoming webhook (Slack or Teams) that alerts go to; its URL is a secret, read through dg.EnvVar."""
+
+    url: str = Field(repr=False, exclude=True, description="ALERT_WEBHOOK_URL; wire it as dg.EnvVar.")
+    ui_url: str = Field(description="The Dagster UI's address, for run links (ALERT_UI_URL).")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        return cls(**{"url": dg.EnvVar("ALERT_WEBHOOK_URL"), "ui_url": settings.alert_ui_url, **overrides})
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.ui_url}/runs/{run_id}"
+
+    def post(self, text: str) -> None:
+        """Post one message, ``{"text": ...}``, which both Slack's and Teams' incoming webhooks take."""
+        response = httpx.post(self.url, json={"text": text}, timeout=10)
+        if response.status_code >= 300:
+            raise RuntimeError(f"the alert webhook (ALERT_WEBHOOK_URL) answered {response.status_code}")
+
+
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Every resource of the code location, from the settings read once at load: one ``AiqResource`` per account."""
     resources: dict[str, dg.ConfigurableResource] = {
@@ -210,6 +233,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
     if settings.pos_drop_dir is not None:
         resources["drop"] = DropFolder.from_settings(settings)
+    if settings.alert_webhook_url is not None:
+        resources["alerts"] = AlertWebhook.from_settings(settings)
     prefixed = settings.aiq_accounts_file is not None
     for account in settings.aiq_accounts:
         key = account_assets(account.name, prefixed=prefixed).resource_key

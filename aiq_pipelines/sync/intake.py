@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
+from aiq_pipelines.aiq.redaction import redact_personal_data
 from aiq_pipelines.pos.dropfiles import ColumnMap, DropFile, Row, sha256
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.pos.mirror import DropMirror, LoadResult
@@ -40,7 +41,8 @@ def take_in(mirror: DropMirror, sync_engine: sa.Engine, files: Iterable[DropFile
         with sync_engine.begin() as conn:
             conn.execute(quarantine.insert(), [
                 {"entity": ENTITY_OF[file.kind], "record_key": f"{file.name}:{row.line}", "stage": Stage.INTAKE,
-                 "business_date": None, "reason": f"{file.name} line {row.line}: {row.problem}",
+                 # A shifted column can put a phone or an email where a number was expected: masked in the reason.
+                 "business_date": None, "reason": redact_personal_data(f"{file.name} line {row.line}: {row.problem}"),
                  "source_hash": None, "source": json.dumps(row.raw, sort_keys=True), "run_id": run_id,
                  "quarantined_at": now}
                 for row in rows

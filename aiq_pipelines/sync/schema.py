@@ -127,6 +127,18 @@ quarantine = sa.Table(
     sa.Index("quarantine_key", "entity", "record_key", "stage"),
 )
 
+# When each record now in quarantine was first seen there (by ``sync.held``): the quarantine's own rows are replaced
+# each time a run holds a record back again, so they only know the last time.
+quarantine_seen = sa.Table(
+    "quarantine_seen",
+    metadata,
+    sa.Column("entity", sa.String, primary_key=True),
+    sa.Column("record_key", sa.String, primary_key=True),  # "" for a row without a key
+    sa.Column("stage", sa.String, primary_key=True),
+    sa.Column("account", sa.String, primary_key=True),
+    sa.Column("first_seen", sa.DateTime, nullable=False),
+)
+
 aiq_ledger = sa.Table(
     "aiq_ledger",
     metadata,

@@ -315,3 +315,17 @@ def test_a_full_re_export_touches_only_the_days_of_the_rows_that_changed(folder,
         lines = conn.exec_driver_sql("SELECT line_number FROM transaction_items WHERE transaction_id = ? ORDER BY 1",
                                      (receipt,)).scalars().all()
     assert 2 not in lines and 1 in lines
+
+
+def test_a_shifted_column_puts_no_email_or_phone_in_the_quarantine(tmp_path):
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "transactions.csv").write_text(
+        "transaction_id,location_id,customer_id,transaction_at,subtotal,total,last_modified_at\n"
+        "T1,STORE-01,,2026-03-07 18:00:00,ada@example.com,303-555-0142,2026-03-07 18:00:00\n")
+    sync_url = f"sqlite:///{tmp_path / 'sync.db'}"
+
+    take_in(drop_resource(folder, tmp_path), sync_url)
+
+    [(_, _, reason)] = quarantined(sync_url)
+    assert reason == "transactions.csv line 2: subtotal: '[email]' is not a number"
