@@ -525,7 +525,7 @@ def test_demo_pos_stages_without_quarantine(demo_pos_url, sync_url):
 
 def test_the_readme_example_of_custom_queries_loads(tmp_path):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### A POS with another schema", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("### A POS with another schema", 1)[1].split("\n### ", 1)[0]  # its own examples only
     blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
     queries = tmp_path / "queries.yaml"
     queries.write_text("".join(blocks))
