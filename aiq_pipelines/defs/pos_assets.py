@@ -48,10 +48,12 @@ def _check_specs(asset: dg.AssetKey, *, windowed: bool) -> list[dg.AssetCheckSpe
 
 
 def _progress_logger(context: dg.AssetExecutionContext):
-    # The POS is read as a stream, so the total is unknown: records done and the rate, every PROGRESS_SECONDS.
-    progress = Progress(context.log.info, context.asset_key.to_user_string())
+    """A ``sync_progress`` line per chunk the extract stages: records done, of how many when the POS can count them
+    cheaply (the reference queries), the rate and the time left, live in the run's log."""
+    progress = Progress(context.log.info, f"sync_progress {context.asset_key.to_user_string()}", every=0)
 
     def log(report: StageReport) -> None:
+        progress.total = report.expected
         progress.update(report.extracted, f"{report.staged:,} staged, {report.quarantined:,} quarantined")
 
     return log

@@ -42,6 +42,14 @@ WHERE last_modified_at >= :window_start AND last_modified_at < :window_end
 ORDER BY customer_id
 """
 
+# How many records the reference queries return for a window, for progress lines with an ETA (a custom query has none).
+COUNT_SQL = {
+    "transactions": "SELECT COUNT(*) FROM transactions WHERE transaction_at >= :window_start AND transaction_at < "
+                    ":window_end",
+    "personas": "SELECT COUNT(*) FROM customers WHERE last_modified_at >= :window_start AND last_modified_at < "
+                ":window_end",
+}
+
 PERSONAS_BY_ID_SQL = """
 SELECT customer_id, customer_type, first_name, last_name, email, phone, birthday, gender,
        address1, address2, city, state, zip, is_loyalty_member, created_at, last_modified_at

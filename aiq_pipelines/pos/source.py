@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from aiq_pipelines.db.engines import read_only_engine_for
 from aiq_pipelines.pos.entity import Entity
-from aiq_pipelines.pos.queries import QUERIES, PosQueryError, load_queries
+from aiq_pipelines.pos.queries import COUNT_SQL, QUERIES, PosQueryError, load_queries
 from aiq_pipelines.pos.times import StoreDays, naive_utc, utc_timestamp
 
 RowGroup = tuple[Any, list[Mapping[str, Any]]]
@@ -94,6 +94,17 @@ class PosSource:
     def transactions(self, start: dt.datetime, end: dt.datetime) -> Iterator[RowGroup]:
         """Receipts whose ``transaction_at`` falls in [start, end), one group of line rows per receipt."""
         return self._stream("transactions", self._window_params(start, end))
+
+    def count(self, entity: str, start: dt.datetime, end: dt.datetime) -> int | None:
+        """How many records ``entity``'s query returns for [start, end), when the reference query is in use (a cheap
+        count on an indexed column); None for a custom query, whose count would cost a second read."""
+        if entity not in COUNT_SQL or self.queries[entity].sql is not QUERIES[entity].sql:
+            return None
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(sa.text(COUNT_SQL[entity]), self._window_params(start, end)).scalar()
+        except sa.exc.SQLAlchemyError:
+            return None  # only a progress figure: the read itself reports what is wrong
 
     def personas(self, start: dt.datetime, end: dt.datetime) -> Iterator[RowGroup]:
         """Customers created or modified in [start, end)."""

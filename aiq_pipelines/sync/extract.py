@@ -79,12 +79,12 @@ class _Plan:
 
 def _stage(
     engine: sa.Engine, calendar: BusinessCalendar, plan: _Plan, groups: Iterator[RowGroup], start: dt.datetime,
-    end: dt.datetime, *, run_id: str, chunk_size: int, on_chunk: OnChunk,
+    end: dt.datetime, *, run_id: str, chunk_size: int, on_chunk: OnChunk, expected: int | None = None,
 ) -> StageReport:
     """Replace the window's staged rows in one transaction. The objects that exist before sit out the garbage
     collector's full passes meanwhile (``old_objects_frozen``)."""
     table, entity = plan.table, plan.entity
-    report = StageReport(entity=entity, window_start=start, window_end=end)
+    report = StageReport(entity=entity, window_start=start, window_end=end, expected=expected)
     first_day, end_day = calendar.dates(start, end)
     mine = sa.and_(quarantine.c.entity == entity, quarantine.c.stage == Stage.EXTRACT)
     in_window = [] if plan.raw_moment_column is None else [
@@ -230,7 +230,7 @@ def stage_transactions(
         elsewhere=elsewhere, rows_elsewhere=rows_elsewhere, day_of_rows=day_of_rows,
     )
     return _stage(engine, calendar, plan, source.transactions(read_from, read_to), start, end, run_id=run_id,
-                  chunk_size=chunk_size, on_chunk=on_chunk)
+                  chunk_size=chunk_size, on_chunk=on_chunk, expected=source.count("transactions", read_from, read_to))
 
 
 def _sale_customer_row(
@@ -292,7 +292,7 @@ def stage_personas(
 
     plan = _Plan(Entity.PERSONA, staged_personas, _one_persona, to_row, "last_modified_at")
     return _stage(engine, calendar, plan, source.personas(start, end), start, end, run_id=run_id,
-                  chunk_size=chunk_size, on_chunk=on_chunk)
+                  chunk_size=chunk_size, on_chunk=on_chunk, expected=source.count("personas", start, end))
 
 
 def stage_inventory(

@@ -54,6 +54,7 @@ class StageReport(QuarantineTally):
     # how many of them have none (the reason is staged; the push quarantines the customer if it has to send it).
     sale_customers: int = 0
     sale_customers_without_payload: int = 0
+    expected: int | None = None  # records the POS holds for the window read, when it can say cheaply (progress only)
 
     @property
     def extracted(self) -> int:

@@ -241,3 +241,20 @@ def test_cli_materializes_a_month_in_one_run(tmp_path):
         total = conn.exec_driver_sql("SELECT COUNT(*) FROM transactions").scalar()
     assert len(staged(sync_url)) == total
     assert {d.month for d in staged(sync_url).values()} == {5}
+
+
+def test_the_extract_logs_a_sync_progress_line_per_chunk_with_its_total(demo_pos_url, sync_url):
+    settings = load_settings()
+    small_chunks = {"pos": PosDatabase.from_settings(settings, url=demo_pos_url, chunk_size=10),
+                    "sync": SyncDatabase.from_settings(settings, url=sync_url)}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([pos_transactions], resources=small_chunks, partition_key="2026-03-09",
+                                instance=instance)
+        lines = [entry.user_message for entry in instance.all_logs(result.run_id)
+                 if entry.user_message.startswith("sync_progress pos_transactions: ")]
+    total = len(pos_receipts_in_local_day(demo_pos_url, "2026-03-09"))  # one store zone: the window is the day
+
+    assert len(lines) == -(-total // 10), "one line per chunk"
+    assert lines[0].startswith(f"sync_progress pos_transactions: 10 records of {total:,} (")
+    assert lines[-1].startswith(f"sync_progress pos_transactions: {total:,} records of {total:,} (100%)")
+    assert all("records/s" in line for line in lines) and "left" in lines[0]
