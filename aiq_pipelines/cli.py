@@ -98,6 +98,39 @@ def _demo_csv(args: argparse.Namespace, options: demo.DemoOptions) -> int:
     return 0
 
 
+def _preview(args: argparse.Namespace) -> int:
+    """A dry run of daily_sync over [--from, --to], in this process: the extract as usual, nothing sent to AIQ."""
+    import dagster as dg
+
+    from aiq_pipelines.defs.aiq_assets import aiq_push
+    from aiq_pipelines.defs.pos_assets import pos_personas, pos_transactions
+    from aiq_pipelines.defs.resources import build_resources
+
+    if args.last < args.first:
+        raise ValueError(f"--to ({args.last}) is before --from ({args.first})")
+    tags = {"dagster/asset_partition_range_start": args.first.isoformat(),
+            "dagster/asset_partition_range_end": args.last.isoformat()}
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([pos_transactions, pos_personas, aiq_push], resources=build_resources(get_settings()),
+                                instance=instance, tags=tags, raise_on_error=False,
+                                run_config={"ops": {"aiq_push": {"config": {"dry_run": True}}}})
+        if not result.success:
+            failure = next((e for e in result.all_events if e.is_step_failure), None)
+            print(f"error: the dry run failed: {failure.message if failure else 'see the log above'}", file=sys.stderr)
+            return 1
+        for event in result.all_events:
+            if event.event_type_value != "ASSET_OBSERVATION":
+                continue
+            observation = event.event_specific_data.asset_observation
+            meta = {k: v.value for k, v in observation.metadata.items()}
+            print(f"{observation.asset_key.to_user_string()}: {meta['would_send']:,} would be sent ({meta['new']:,} "
+                  f"new, {meta['changed']:,} changed, {meta['overrides']:,} through the override), "
+                  f"{meta['unchanged']:,} unchanged, {meta['quarantined']:,} quarantined; {meta['aiq_requests']:,} "
+                  f"requests, {meta['seconds_at_limits']} s at the account's limits")
+            print("  " + meta["samples"].replace("\n", "\n  "))
+    return 0
+
+
 def _pull_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -146,9 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     pull_cmd.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
     pull_cmd.add_argument("--port", type=int, default=8766, help="port (8766)")
+    preview_cmd = commands.add_parser(
+        "preview",
+        help="a dry run of daily_sync: what a sync of these days would send to AIQ, sending nothing",
+        description="Extract the business days [--from, --to] as daily_sync does and report, per push asset, what a "
+                    "real run would send (new, changed, unchanged, quarantined), in how many requests and how long at "
+                    "the account's limits, with sample payloads (phones and emails masked). Nothing is sent to AIQ and "
+                    "no ledger row is written; the staging is refreshed, as any extract does.",
+    )
+    preview_cmd.add_argument("--from", dest="first", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD")
+    preview_cmd.add_argument("--to", dest="last", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD")
     args = parser.parse_args(argv)
+    commands_run = {"pull-api": _pull_api, "demo-data": _demo_data, "preview": _preview}
     try:
-        return _pull_api(args) if args.command == "pull-api" else _demo_data(args)
+        return commands_run[args.command](args)
     except (SettingsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

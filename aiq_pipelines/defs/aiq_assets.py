@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import dagster as dg
+from pydantic import Field
 
 from aiq_pipelines.aiq.transport import ClientStats
 from aiq_pipelines.defs.keys import (
@@ -32,6 +33,7 @@ from aiq_pipelines.defs.resources import AiqResource, SyncDatabase
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.settings import AccountSettings
 from aiq_pipelines.sync.accounts import StoreScope, hold_unlisted_sales
+from aiq_pipelines.sync.preview import PreviewPusher, seconds_at_limits
 from aiq_pipelines.sync.push import Pusher, PushReport
 
 _PUSH = {"group_name": "aiq", "kinds": {"api", "python"}, "owners": OWNERS, "tags": AIQ_TAGS}
@@ -229,6 +231,50 @@ def _push_day(
                                pusher.undelivered(Entity.TRANSACTION, start, end), extra, asset_key=keys.sales)
 
 
+class PushConfig(dg.Config):
+    dry_run: bool = Field(
+        False, description="Extract and diff as usual, send nothing and write no ledger row: each push asset reports "
+        "(as an observation, not a materialization) what a real run would send, in how many requests and how long.",
+    )
+
+
+def _preview_day(
+    context: dg.AssetExecutionContext, account: _Account, start: dt.datetime, end: dt.datetime
+) -> Iterator[dg.AssetObservation]:
+    """One account's day as a dry run: what a real push would send, reported per push asset."""
+    selected, keys, aiq = context.selected_asset_keys, account.assets, account.resource(context)
+    with aiq.open_client() as client:
+        sync: SyncDatabase = context.resources.sync
+        pusher = PreviewPusher(sync.store(), client, aiq.account, context.run.run_id, account.log(context),
+                               account.scope)
+        reports: list[tuple[dg.AssetKey, PushReport, PushReport | None]] = []
+        if keys.personas in selected:
+            reports.append((keys.personas, *pusher.push_personas(start, end)))
+        if keys.sales in selected:
+            report, _ = pusher.push_sales(start, end, personas_pushed=keys.personas in selected)
+            reports.append((keys.sales, report, None))
+    for key, report, for_sales in reports:
+        preview = pusher.preview(report.entity)
+        limits = (aiq.requests_per_second, aiq.requests_per_minute, aiq.requests_per_hour)
+        # The sales' personas go in the personas' batches (their requests are counted there, with the personas').
+        quarantined = report.quarantined + (for_sales.quarantined if for_sales else 0)
+        metadata = {
+            "dry_run": True, "new": preview.new, "changed": preview.changed, "overrides": report.overrides,
+            "unchanged": report.unchanged, "quarantined": quarantined, "voided_unsent": report.voided_unsent,
+            "would_send": preview.new + preview.changed, "aiq_requests": preview.requests,
+            "seconds_at_limits": round(seconds_at_limits(preview.requests, *limits), 1),
+            "aiq_account": aiq.uid,
+            "samples": dg.MetadataValue.md("\n\n".join(f"```json\n{s}\n```" for s in preview.samples) or "none"),
+        }
+        account.log(context).info(
+            f"dry run, {report.entity}: {metadata['would_send']:,} would be sent ({preview.new:,} new, "
+            f"{preview.changed:,} changed, {report.overrides:,} through the override), {report.unchanged:,} unchanged, "
+            f"{quarantined:,} quarantined; {preview.requests:,} requests, {metadata['seconds_at_limits']} s at the "
+            "account's limits"
+        )
+        yield dg.AssetObservation(asset_key=key, metadata=metadata)
+
+
 def _push_inventory(context: dg.AssetExecutionContext, account: _Account) -> Iterator[dg.MaterializeResult]:
     aiq = account.resource(context)
     with aiq.open_client() as client:
@@ -263,6 +309,7 @@ def build_push_assets(
                 "asks. Invalid and placeholder phones and invalid emails are left out (and counted), never sent. The "
                 "customers of the day's sales that AIQ lacks, however long ago they were modified, are sent in the same "
                 "batches as pos_transactions staged them, so each sale finds its persona in AIQ.",
+                skippable=True,  # a dry run materializes nothing
             ),
             _daily_push_spec(
                 keys.sales,
@@ -292,16 +339,23 @@ def build_push_assets(
         backfill_policy=dg.BackfillPolicy.single_run(), pool=AIQ_POOL, can_subset=True,
         required_resource_keys=resource_keys,
     )
-    def aiq_push(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+    def aiq_push(context: dg.AssetExecutionContext, config: PushConfig) -> Iterator[Any]:
         """Push the window's personas, then its sales, of every account in one step: the sales follow without a second
         step's start and end, and the accounts send at once.
 
         Any asset can be materialized alone. When an account's personas and sales are both selected and a persona is
         not delivered (its blocking ``delivered`` check fails), none of that account's sales is pushed and the step
-        fails, as a separate downstream step would not have run.
+        fails, as a separate downstream step would not have run. With ``dry_run``, nothing is sent or written and
+        nothing is materialized: each asset reports what a real run would do.
         """
         start, end = _window(context)
         selected = context.selected_asset_keys
+        if config.dry_run:
+            yield from _each_account(context, {
+                a.config.name: (lambda a=a: _preview_day(context, a, start, end))
+                for a in accounts if {a.assets.personas, a.assets.sales} & selected
+            })
+            return
         if not takes_the_rest and any(a.assets.sales in selected for a in accounts):
             store = context.resources.sync.store()
             held = hold_unlisted_sales(store.engine, store.calendar.dates(start, end), listed, context.run.run_id)
