@@ -30,7 +30,6 @@ def export(size: str) -> tuple[Path, dict]:
 
         shutil.rmtree(folder, ignore_errors=True)
         export_tables(engine_for(f"sqlite:///{pos_path}"), folder)
-    info["drop_mb"] = round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 1)
     return folder, info
 
 
@@ -93,7 +92,7 @@ def main() -> None:
     for lines in filter(None, args.one_file.split(",")):
         cases.append((f"one file of {int(lines):,} lines", one_file(int(lines)), {"transactions": int(lines)}))
     for size, folder, info in cases:
-        info.setdefault("drop_mb", round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 1))
+        info["drop_mb"] = round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 1)
         runs = []
         for rep in range(args.repeat):
             with tempfile.TemporaryDirectory() as scratch:

@@ -143,7 +143,7 @@ class _Account:
         return Pusher(sync.store(), client, aiq.account, context.run.run_id, self.log(context), self.scope)
 
 
-_Work = Callable[[], Iterator[dg.MaterializeResult]]
+_Work = Callable[[], Iterator[dg.MaterializeResult | dg.AssetObservation]]  # a push, or a dry run's report
 _FINISHED = object()
 
 
@@ -152,7 +152,7 @@ class _Failed(NamedTuple):
     error: Exception
 
 
-def _each_account(context: dg.AssetExecutionContext, work: dict[str, _Work]) -> Iterator[dg.MaterializeResult]:
+def _each_account(context: dg.AssetExecutionContext, work: dict[str, _Work]) -> Iterator[Any]:
     """Run each account's push in a thread of its own and yield their results as they come. A failed account fails
     the step once the others are done; with one account, it runs in the step's own thread."""
     if len(work) == 1:

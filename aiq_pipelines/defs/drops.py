@@ -184,11 +184,11 @@ def pos_drop_sensor(context: dg.SensorEvaluationContext, drop: DropFolder) -> dg
     """
     cursor = DropCursor.from_cursor(context.cursor)
     first, today = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key() or ""
+    requests = _syncs(drop.mirror_url, cursor, first, today)
     if context.cursor is None:
         # A first tick (or a cleared cursor) starts after the loads already made, as the change sensor starts from
         # now: re-syncing every day ever loaded is a backfill, an operator's decision.
-        _syncs(drop.mirror_url, cursor, first, today)
-    requests = _syncs(drop.mirror_url, cursor, first, today)
+        requests = []
     loaded = _loaded(drop.mirror_url)
     looks: dict[str, list[Any]] = {}
     new: dict[str, str] = {}

@@ -63,11 +63,11 @@ class LoadResult:
 class DropMirror:
     """The mirror database at ``url`` (SQLite), its reference tables and load log created on first use."""
 
-    def __init__(self, url: str, default_zone: StoreDays):
+    def __init__(self, url: str, store_days: StoreDays):
         if sa.make_url(url).get_backend_name() != "sqlite":
             raise ValueError("the drop folder's mirror (POS_DATABASE_URL) must be a SQLite database")
         self.engine = engine_for(url)
-        self.days = default_zone
+        self.days = store_days  # the default zone; each store's own comes from the mirror's locations
         create_reference_schema(self.engine)
         _meta.create_all(self.engine)
 

@@ -65,7 +65,8 @@ def seconds_at_limits(requests: int, per_second: int, per_minute: int, per_hour:
 
 
 class _ReadOnlyLedger(Ledger):
-    """The account's ledger as a real run would leave it: read, plus the personas it would acknowledge."""
+    """The account's ledger as a real run would leave it: read, plus the personas it would acknowledge (the preview
+    writes nothing back, so only reads reach the ledger)."""
 
     def __init__(self, ledger: Ledger):
         super().__init__(ledger.engine, ledger.account)
@@ -74,9 +75,6 @@ class _ReadOnlyLedger(Ledger):
     def known(self, entity: Entity, keys: Iterable[str]) -> set[str]:
         keys = set(keys)
         return super().known(entity, keys) | (keys & self.would_know if entity == Entity.PERSONA else set())
-
-    def refresh_source_hashes(self, entity: Entity, changes: Sequence[tuple[str, str]]) -> None:
-        pass
 
 
 class _Batcher:
@@ -103,10 +101,6 @@ class _Batcher:
 
     def send_inventory(self, items: Iterable[tuple[Any, Any]]) -> Iterator[BatchOutcome]:
         return self._batches(Entity.INVENTORY, items, self.client.batch_size_inventory)
-
-    @property
-    def stats(self) -> Any:
-        return self.client.stats
 
 
 class PreviewPusher(Pusher):
