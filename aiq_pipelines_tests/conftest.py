@@ -1,9 +1,12 @@
-"""Shared fixtures. The AIQ sandbox fixtures live in sandbox_support.py."""
+"""Shared fixtures. The sandbox fixtures live in support/sandbox.py, those of several accounts in support/accounts.py."""
 
 import datetime as dt
 import os
 
 import pytest
+
+# The shared test bodies and checks in support/ report a failed assert as the tests' own do.
+pytest.register_assert_rewrite("aiq_pipelines_tests.support")
 
 # The code location reads its settings once at import; tests run against the documented defaults, whatever the
 # developer's shell holds.
@@ -12,9 +15,9 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 from aiq_pipelines.pos import demo  # noqa: E402
-from aiq_pipelines_tests.pos_factory import PosFactory  # noqa: E402
+from aiq_pipelines_tests.support.pos_factory import PosFactory  # noqa: E402
 
-pytest_plugins = ["aiq_pipelines_tests.sandbox_support"]
+pytest_plugins = ["aiq_pipelines_tests.support.sandbox", "aiq_pipelines_tests.support.accounts"]
 
 DEMO_OPTIONS = demo.DemoOptions(
     days=7, stores=2, seed=7, end_date=dt.date(2026, 3, 10), min_sales=20, max_sales=60, products=60

@@ -1,8 +1,11 @@
-"""The package's shape: layers import one way, packages import no cycle, modules stay small, the sandbox stands alone."""
+"""The package's shape: layers import one way, packages import no cycle, modules stay small, the sandbox stands alone;
+and no module of the tests imports a test module (what tests share lives in ``aiq_pipelines_tests/support/``)."""
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "aiq_pipelines"
 MAX_MODULE_LINES = 450
+TESTS_AND_BENCH = (ROOT / "aiq_pipelines_tests", ROOT / "bench")
 
 # What each part of the package may import from the project, besides itself.
 ALLOWED = {
@@ -90,3 +94,33 @@ def test_the_layer_check_sees_a_wrong_import(tmp_path: Path) -> None:
     module.write_text("import aiq_pipelines.sync.push\nfrom aiq_pipelines import defs\n\ndef f():\n"
                       "    from aiq_pipelines.pos.source import PosSource\n")
     assert project_imports(module) == {"sync", "defs", "pos"}
+
+
+def imported_test_modules(source: str) -> list[str]:
+    """The modules named ``test_*`` that ``source`` imports, at any depth (function-level and relative imports, and
+    scripts held in strings for a subprocess, included); in ``from x import test_y``, ``test_y`` counts too."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = ["." * node.level + (node.module or ""), *(alias.name for alias in node.names)]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "import " in node.value:
+            with contextlib.suppress(SyntaxError):  # prose, not a script
+                names = imported_test_modules(textwrap.dedent(node.value))
+        found += [name for name in names if any(part.startswith("test_") for part in name.split("."))]
+    return found
+
+
+def test_no_module_of_the_tests_or_the_benchmarks_imports_a_test_module() -> None:
+    # Importing a test module collects its tests and fixtures again where it is imported, and ties one file's tests to
+    # another's: what several test modules share lives in aiq_pipelines_tests/support/.
+    example = 'import a.test_b\nfrom . import test_c\ndef f():\n    from ..test_d import e\nS = """\n    import test_f\n"""\n'
+    assert imported_test_modules(example) == ["a.test_b", "test_c", "..test_d", "test_f"], "each kind of import is seen"
+    offenders = {
+        str(path.relative_to(ROOT)): imported
+        for folder in TESTS_AND_BENCH for path in modules(folder)
+        if path != Path(__file__).resolve() and (imported := imported_test_modules(path.read_text()))
+    }
+    assert offenders == {}, f"test modules imported (move what they share to aiq_pipelines_tests/support/): {offenders}"

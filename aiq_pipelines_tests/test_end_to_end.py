@@ -17,7 +17,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines_tests.sandbox_support import free_port
+from aiq_pipelines_tests.support.sandbox import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DENVER = zoneinfo.ZoneInfo("America/Denver")

@@ -9,7 +9,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from aiq_pipelines.aiq.bulk import SENDING_SWITCH_INTERVAL
-from aiq_pipelines.aiq.client import AiqClient, MemberAck
+from aiq_pipelines.aiq.client import MemberAck
 from aiq_pipelines.aiq.errors import (
     AiqAccountError,
     AiqAuthError,
@@ -26,39 +25,12 @@ from aiq_pipelines.aiq.errors import (
     AiqRefusedError,
     AiqUnavailableError,
 )
-from aiq_pipelines.aiq.payloads import CustomAttr, InventoryPayloadItem, Member, PersonaOverride, Visit, VisitLine
+from aiq_pipelines.aiq.payloads import CustomAttr, InventoryPayloadItem, Member, PersonaOverride, Visit
 from aiq_pipelines.aiq.ratelimit import SEND_LOG, AccountRateLimiter, Send
 from aiq_pipelines.aiq.redaction import redact_personal_data
 from aiq_pipelines.aiq.transport import retry_after_seconds
-from aiq_pipelines_tests.sandbox_support import Sandbox
-
-GENEROUS = {"per_second": 1000, "per_minute": 100_000, "per_hour": 1_000_000}
-T0 = dt.datetime(2026, 2, 1, 17, 30, tzinfo=dt.UTC)
-
-
-@contextmanager
-def open_client(
-    sandbox: Sandbox, tmp_path: Path, *, limits: tuple[int, int, int] = (1000, 100_000, 1_000_000), **overrides: Any
-) -> Iterator[AiqClient]:
-    """A client for ``sandbox`` with its own limiter database and quick backoff (tests never wait minutes)."""
-    options: dict[str, Any] = dict(
-        batch_size_sales=100, batch_size_members=100, batch_size_inventory=100, timeout=5.0, max_attempts=8,
-        max_retry_seconds=30.0, backoff_initial=0.05, backoff_max=0.5, seed=1,
-    )
-    options.update(overrides)
-    account = f"{sandbox.base_url}|{sandbox.uid}"
-    with AccountRateLimiter(f"sqlite:///{tmp_path / 'ratelimit.db'}", account, *limits) as limiter, AiqClient(
-        sandbox.base_url, sandbox.api_key, sandbox.uid, limiter, **options
-    ) as client:
-        yield client
-
-
-def visit(n: int, *, pos_user: str | None = None) -> Visit:
-    return Visit(
-        pos_id=f"R-{n}", pos_user=pos_user, transaction_date=T0 + dt.timedelta(minutes=n),
-        transaction_total=Decimal("21.50"), location="Muffins Miami",
-        visit_details_attributes=(VisitLine(sku="SKU1", price=Decimal("21.50"), quantity=Decimal("1")),),
-    )
+from aiq_pipelines_tests.support.client import GENEROUS, api_requests, open_client, visit
+from aiq_pipelines_tests.support.sandbox import Sandbox
 
 
 def member(n: int, **changes: Any) -> Member:
@@ -81,10 +53,6 @@ class BrokenDateVisit(Visit):
     @property
     def encoded(self) -> bytes:  # what bulk calls send
         return json.dumps(self.to_json()).encode()
-
-
-def api_requests(sandbox: Sandbox) -> list[dict[str, Any]]:
-    return [r for r in sandbox.requests() if r["path"].startswith("/api/")]
 
 
 # -- every call ------------------------------------------------------------------------------------------------

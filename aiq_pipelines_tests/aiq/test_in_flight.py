@@ -17,8 +17,8 @@ import pytest
 from aiq_pipelines.aiq.errors import AiqAuthError, AiqUnavailableError
 from aiq_pipelines.aiq.payloads import Visit
 from aiq_pipelines.settings import SettingsError, load_settings
-from aiq_pipelines_tests.aiq.test_client import GENEROUS, api_requests, open_client, visit
-from aiq_pipelines_tests.sandbox_support import Sandbox
+from aiq_pipelines_tests.support.client import GENEROUS, api_requests, open_client, visit
+from aiq_pipelines_tests.support.sandbox import Sandbox
 from aiq_sandbox.limits import FaultDraw, FaultOdds
 
 BATCH = 10

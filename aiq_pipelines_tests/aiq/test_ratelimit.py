@@ -6,25 +6,23 @@ window is always real, and the sandbox enforces the real per-second limit as a r
 
 from __future__ import annotations
 
-import datetime as dt
 import multiprocessing
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq.client import AiqClient
-from aiq_pipelines.aiq.payloads import Visit, VisitLine
 from aiq_pipelines.aiq.ratelimit import SEND_LOG, AccountRateLimiter
-from aiq_pipelines_tests.sandbox_support import run_sandbox
-
-
-def most_in_any_window(times: list[float], seconds: float) -> int:
-    """The largest number of ``times`` inside any half-open interval of length ``seconds``."""
-    times = sorted(times)
-    return max((sum(1 for t in times[i:] if t - start < seconds) for i, start in enumerate(times)), default=0)
+from aiq_pipelines_tests.support.ratelimit import (
+    PER_MINUTE,
+    PER_SECOND,
+    SHORT_MINUTE,
+    _send_sales,
+    assert_a_restamped_send_counts_from_when_it_left,
+    most_in_any_window,
+)
+from aiq_pipelines_tests.support.sandbox import run_sandbox
 
 
 def test_all_three_windows_hold_in_one_process(tmp_path: Path) -> None:
@@ -54,16 +52,6 @@ def test_a_long_window_keeps_a_margin_of_at_least_one_percent_of_it(tmp_path: Pa
     with sa.create_engine(f"sqlite:///{tmp_path / 'sync.db'}").connect() as conn:
         first, second = conn.scalars(sa.select(SEND_LOG.c.sent_at).order_by(SEND_LOG.c.sent_at)).all()
     assert 3.03 <= second - first < 3.5, "the 3 s window's send counted for 3.03 s, not 3 s"
-
-
-def assert_a_restamped_send_counts_from_when_it_left(database_url: str) -> None:
-    """Shared with the PostgreSQL tests."""
-    with AccountRateLimiter(database_url, "acct", 1, 10, 10, margin_seconds=0.0) as limiter:
-        first = limiter.acquire()
-        limiter.restamp(first, first.at + 0.4)
-        limiter.restamp(first, first.at)  # an earlier moment never moves a send back
-        second = limiter.acquire()
-    assert second.at - first.at >= 1.4, "the second send waited for the window from the restamped moment"
 
 
 def test_a_restamped_send_counts_from_when_it_left(tmp_path: Path) -> None:
@@ -99,30 +87,6 @@ def test_bad_configuration_fails_clearly(tmp_path: Path, kwargs: dict[str, objec
     options.update(kwargs)
     with pytest.raises(ValueError, match=message):
         AccountRateLimiter(**options)  # type: ignore[arg-type]
-
-
-PER_SECOND, PER_MINUTE, SHORT_MINUTE = 5, 20, 6.0
-
-
-def _send_sales(base_url: str, api_key: str, uid: str, database_url: str, worker: int, count: int, start) -> None:  # type: ignore[no-untyped-def]
-    """One OS process of the cross-process test: its own limiter and client on the shared database."""
-    limiter = AccountRateLimiter(
-        database_url, f"{base_url}|{uid}", PER_SECOND, PER_MINUTE, 10_000, window_seconds=(1.0, SHORT_MINUTE, 3600.0)
-    )
-    client = AiqClient(
-        base_url, api_key, uid, limiter, batch_size_sales=1, batch_size_members=1, batch_size_inventory=1,
-        timeout=10, max_attempts=1, max_retry_seconds=30,
-    )
-    start.wait(30)
-    with limiter, client:
-        for n in range(count):
-            client.upsert_sale(
-                Visit(
-                    pos_id=f"W{worker}-{n}", transaction_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-                    transaction_total=Decimal(1), location="Store",
-                    visit_details_attributes=(VisitLine(sku="s", price=Decimal(1), quantity=Decimal(1)),),
-                )
-            )
 
 
 def test_two_processes_share_the_account_budget(tmp_path: Path) -> None:

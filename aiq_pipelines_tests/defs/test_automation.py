@@ -1,6 +1,5 @@
 """The change sensor, schedules, jobs and run concurrency, evaluated on real SQLite POS files."""
 
-import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -13,17 +12,13 @@ import pytest
 import yaml
 
 from aiq_pipelines.definitions import defs
-from aiq_pipelines.defs.automation import (
-    CLOCK_SKEW_OVERLAP,
-    Watermark,
-    nightly_reconciliation,
-    pos_change_sensor,
-)
+from aiq_pipelines.defs.automation import CLOCK_SKEW_OVERLAP, Watermark, nightly_reconciliation
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.resources import PosDatabase
 from aiq_pipelines.pos.queries import PosQueryError
 from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.settings import load_settings
+from aiq_pipelines_tests.support.automation import Tick, tick, utc_now
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
 REPO = Path(__file__).resolve().parents[2]
@@ -34,36 +29,8 @@ def local(*args: int) -> dt.datetime:
     return dt.datetime(*args, tzinfo=DENVER).astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
-
-
 def today() -> str:
     return daily_partitions.get_last_partition_key()
-
-
-@dataclasses.dataclass
-class Tick:
-    requests: dict[str, str]  # partition key -> run key
-    cursor: str | None
-    skip: str | None
-
-    @property
-    def watermark(self) -> Watermark:
-        return Watermark.from_cursor(self.cursor)
-
-
-def tick(pos_url: str, cursor: str | None = None, queries_file: Path | None = None) -> Tick:
-    """One sensor evaluation on a fresh instance, as after a restart of the daemon."""
-    pos = PosDatabase.from_settings(load_settings(), url=pos_url, queries_file=str(queries_file) if queries_file else None)
-    with dg.DagsterInstance.ephemeral() as instance:
-        context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"pos": pos})
-        result = pos_change_sensor(context)
-    if isinstance(result, dg.SkipReason):
-        return Tick({}, cursor, result.skip_message)
-    requests = {request.partition_key: request.run_key for request in result.run_requests or []}
-    assert len(requests) == len(result.run_requests or []), "one request per partition"
-    return Tick(requests, result.cursor, result.skip_reason.skip_message if result.skip_reason else None)
 
 
 @pytest.fixture

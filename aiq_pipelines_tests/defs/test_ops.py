@@ -20,7 +20,8 @@ from aiq_pipelines.pos.times import utc_now
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.held import held_records, reason_kind
 from aiq_pipelines.sync.schema import ensure_schema, quarantine
-from aiq_pipelines_tests.sync.test_push import DAILY, aiq_resource, local, sync
+from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.runs import DAILY, aiq_resource, sync
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):

@@ -19,7 +19,7 @@ from aiq_pipelines.aiq.payloads import Member, Visit, VisitLine
 from aiq_pipelines.definitions import defs
 from aiq_pipelines.defs.resources import AiqResource
 from aiq_pipelines.settings import get_settings, load_settings
-from aiq_pipelines_tests.sandbox_support import Sandbox
+from aiq_pipelines_tests.support.sandbox import Sandbox
 
 LITERAL_KEY = "literal-key-that-must-not-show-3f9a"
 

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 import aiq_pipelines
-from aiq_pipelines_tests.pos_factory import PosFactory
-from aiq_pipelines_tests.postgres_support import (  # noqa: F401 (fixtures used by these tests)
+from aiq_pipelines_tests.support.pos_factory import PosFactory
+from aiq_pipelines_tests.support.postgres import (  # noqa: F401 (fixtures used by these tests)
     SUPERUSER,
     PostgresServer,
     pg_database,

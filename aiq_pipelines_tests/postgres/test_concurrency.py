@@ -16,17 +16,18 @@ import sqlalchemy as sa
 from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines.sync.schema import aiq_ledger, staged_transactions
 from aiq_pipelines.sync.store import SyncStore
-from aiq_pipelines_tests.sync.test_push import local, members_by_user, sales_by_id
+from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.runs import members_by_user, sales_by_id
 
 DAYS = ("2026-06-01", "2026-06-03")
 
 RUN_SCRIPT = textwrap.dedent("""
     import pathlib, sys, time
     import dagster as dg
-    from aiq_pipelines_tests.sync.test_push import DAILY, aiq_resource
+    from aiq_pipelines_tests.support.runs import DAILY, aiq_resource
     from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
     from aiq_pipelines.settings import load_settings
-    from aiq_pipelines_tests.sandbox_support import Sandbox
+    from aiq_pipelines_tests.support.sandbox import Sandbox
 
     pos_url, sync_url, base_url, api_key, uid, gate, first, last, times = sys.argv[1:10]
     sandbox = Sandbox(base_url=base_url, api_key=api_key, uid=uid, db_path=None, log_path=None)

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines.pos import demo
 from aiq_pipelines.sync.schema import aiq_ledger
-from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS
-from aiq_pipelines_tests.sync.test_push import sales_by_id
+from aiq_pipelines_tests.support.runs import sales_by_id
+from aiq_pipelines_tests.support.sandbox import GENEROUS_LIMITS
 
 DAILY_ASSETS = "pos_transactions,pos_personas,aiq_personas,aiq_sales"
 FIRST_DAY, LAST_DAY = "2026-05-01", "2026-05-03"

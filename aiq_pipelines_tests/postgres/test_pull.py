@@ -6,8 +6,7 @@ import datetime as dt
 
 import pytest
 
-from aiq_pipelines_tests.pull.conftest import start_pull_server
-from aiq_pipelines_tests.pull.test_api import DAY, local_midnight, stage_days, z
+from aiq_pipelines_tests.support.pull import DAY, local_midnight, stage_days, start_pull_server, z
 
 pytestmark = pytest.mark.slow
 

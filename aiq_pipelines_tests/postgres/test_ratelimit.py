@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from aiq_pipelines.aiq.ratelimit import SEND_LOG
 from aiq_pipelines.db.engines import engine_for
-from aiq_pipelines_tests.aiq.test_ratelimit import (
+from aiq_pipelines_tests.support.ratelimit import (
     PER_MINUTE,
     PER_SECOND,
     SHORT_MINUTE,
@@ -15,7 +15,7 @@ from aiq_pipelines_tests.aiq.test_ratelimit import (
     assert_a_restamped_send_counts_from_when_it_left,
     most_in_any_window,
 )
-from aiq_pipelines_tests.sandbox_support import run_sandbox
+from aiq_pipelines_tests.support.sandbox import run_sandbox
 
 
 def test_two_processes_share_the_account_budget_on_postgresql(pg_database, tmp_path):

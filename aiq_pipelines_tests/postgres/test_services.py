@@ -21,8 +21,8 @@ from dagster_graphql import DagsterGraphQLClient
 
 from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines.pos import demo
-from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS, free_port
-from aiq_pipelines_tests.sync.test_push import sales_by_id
+from aiq_pipelines_tests.support.runs import sales_by_id
+from aiq_pipelines_tests.support.sandbox import GENEROUS_LIMITS, free_port
 
 pytestmark = [
     pytest.mark.slow,

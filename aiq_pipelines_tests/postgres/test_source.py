@@ -21,18 +21,18 @@ from aiq_pipelines.sync import mapping
 from aiq_pipelines.sync.schema import quarantine, staged_inventory, staged_personas, staged_transactions
 from aiq_pipelines.sync.store import SyncStore
 from aiq_pipelines_tests.conftest import DEMO_OPTIONS
-from aiq_pipelines_tests.pos_factory import PosFactory
-from aiq_pipelines_tests.postgres_support import PostgresServer
-from aiq_pipelines_tests.sync.test_extract import (
+from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.extract import (
     assert_a_kept_table_gets_the_indexes_it_lacks,
     assert_a_staging_table_without_an_index_is_rebuilt,
     assert_an_older_staging_layout_is_rebuilt,
     assert_statements_with_key_lists_run_as_sqlalchemy_runs_them,
     assert_upsert_stores_every_type_and_replaces_by_key,
-    local,
     staged_ids,
     window,
 )
+from aiq_pipelines_tests.support.pos_factory import PosFactory
+from aiq_pipelines_tests.support.postgres import PostgresServer
 
 DENVER = zoneinfo.ZoneInfo("America/Denver")
 

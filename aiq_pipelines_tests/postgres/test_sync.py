@@ -11,10 +11,10 @@ import sqlalchemy as sa
 
 from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines.sync.schema import aiq_ledger, quarantine
-from aiq_pipelines_tests.sync.test_push import (
+from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.runs import (
     CRASH_SCRIPT,
     checks,
-    local,
     members_by_user,
     metadata,
     sales_by_id,

@@ -1,90 +1,15 @@
-"""A real pull API server (``aiq-pipelines pull-api`` under uvicorn) on loopback, one process group per server."""
+"""The pull API servers of the pull tests: ``pull_server_factory`` starts any number, each stopped after the test
+(the server handle lives in support/pull.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from aiq_pipelines_tests.sandbox_support import free_port
-
-START_TIMEOUT_SECONDS = 30.0
-KEY = "pull-test-key-7c1d"
-OTHER_KEY = "pull-test-key-second"
-
-
-@dataclass
-class PullServer:
-    base_url: str
-    log_path: Path
-    keys: tuple[str, ...] = (KEY, OTHER_KEY)
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
-    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def get(self, path: str, *, key: str | None = KEY, headers: dict[str, str] | None = None,
-            **params: Any) -> httpx.Response:
-        """GET ``path`` with ``params`` (None values left out), authenticated with ``key`` as a Bearer token."""
-        sent = dict(headers or {})
-        if key is not None:
-            sent.setdefault("authorization", f"Bearer {key}")
-        return self.client.get(self.base_url + path, params={k: v for k, v in params.items() if v is not None},
-                               headers=sent)
-
-    def pages(self, path: str, **params: Any) -> tuple[list[list[dict]], dict]:
-        """Every page of a pull, following next_cursor; the pages' data and the last page's envelope."""
-        pages, body = [], self.get(path, **params).raise_for_status().json()
-        pages.append(body["data"])
-        while body["next_cursor"]:
-            body = self.get(path, cursor=body["next_cursor"], limit=params.get("limit")).raise_for_status().json()
-            pages.append(body["data"])
-        return pages, body
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self._process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=START_TIMEOUT_SECONDS)
-            self._process = None
-        self.client.close()
-
-
-def start_pull_server(sync_url: str, log_path: Path, **settings: Any) -> PullServer:
-    """``aiq-pipelines pull-api`` on a free port over ``sync_url``; ``settings`` are PULL_API_* and other variables
-    by their lower-case names (``settle_seconds=0``)."""
-    port = free_port()
-    env = {**os.environ, "SYNC_DATABASE_URL": sync_url, "PULL_API_KEYS": f"{KEY}, {OTHER_KEY}",
-           "PULL_API_SETTLE_SECONDS": "0", "PYTHONUNBUFFERED": "1"}
-    env.update({(k if k.isupper() else f"PULL_API_{k.upper()}"): str(v) for k, v in settings.items()})
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aiq_pipelines.cli", "pull-api", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    server = PullServer(f"http://127.0.0.1:{port}", log_path, _process=process)
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the pull API exited with code {process.returncode}:\n{server.log()[-2000:]}")
-        with contextlib.suppress(httpx.TransportError):
-            if server.client.get(server.base_url + "/openapi.json", timeout=1).status_code == 200:
-                return server
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"the pull API did not answer within {START_TIMEOUT_SECONDS} s:\n{server.log()[-2000:]}")
-        time.sleep(0.05)
+from aiq_pipelines_tests.support.pull import PullServer, start_pull_server
 
 
 @pytest.fixture

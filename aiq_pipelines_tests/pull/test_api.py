@@ -19,32 +19,13 @@ import sqlalchemy as sa
 from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.sync.mapping import normalize_email, normalize_phone
 from aiq_pipelines.sync.store import SyncStore
-from aiq_pipelines_tests.pos_factory import PosFactory
-from aiq_pipelines_tests.pull.conftest import KEY, OTHER_KEY
+from aiq_pipelines_tests.support.days import DENVER
+from aiq_pipelines_tests.support.pos_factory import PosFactory
+from aiq_pipelines_tests.support.pull import DAY, KEY, OTHER_KEY, local_midnight, stage_days, z
 
 pytestmark = pytest.mark.slow
 
-DENVER = zoneinfo.ZoneInfo("America/Denver")
-DAY = dt.date(2026, 3, 9)
 DAY_NOON = dt.datetime(2026, 3, 9, 19)  # UTC
-
-
-def local_midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), tzinfo=DENVER).astimezone(dt.UTC)
-
-
-def z(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def stage_days(pos_url: str, sync_url: str, first: dt.date, last: dt.date, run_id: str) -> SyncStore:
-    """What the daily extract does for the days [first, last], and the inventory snapshot."""
-    store, source = SyncStore(sync_url, "America/Denver"), PosSource(pos_url)
-    start, end = local_midnight(first), local_midnight(last + dt.timedelta(days=1))
-    store.stage_transactions(source, start, end, run_id=run_id)
-    store.stage_personas(source, start, end, run_id=run_id)
-    store.stage_inventory(source, run_id=run_id)
-    return store
 
 
 def pos_rows(pos_url: str, sql: str, **params) -> list[dict]:

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from aiq_pipelines_tests.reliability.support import API_KEY
-from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS, Sandbox
+from aiq_pipelines_tests.support.reliability import API_KEY
+from aiq_pipelines_tests.support.sandbox import GENEROUS_LIMITS, Sandbox
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from aiq_pipelines_tests.reliability.support import (
+from aiq_pipelines_tests.support.reliability import (
     WEEK,
     aiq_resource,
     assert_aiq_holds,

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from aiq_pipelines.sync.schema import staged_transactions
 from aiq_pipelines.sync.store import SyncStore
-from aiq_pipelines_tests.reliability.support import (
+from aiq_pipelines_tests.support.reliability import (
     aiq_hashes,
     aiq_resource,
     assert_aiq_holds,
@@ -22,7 +22,7 @@ from aiq_pipelines_tests.reliability.support import (
     stock_week,
     sync_once,
 )
-from aiq_pipelines_tests.sync.test_push import metadata
+from aiq_pipelines_tests.support.runs import metadata
 
 KILLS = 5
 SEED = 6  # draws every kind of kill point, in the personas' push and in the sales'

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from aiq_pipelines.sync.schema import aiq_ledger
 from aiq_pipelines.sync.store import SyncStore
-from aiq_pipelines_tests.reliability.support import (
+from aiq_pipelines_tests.support.reliability import (
     aiq_resource,
     assert_aiq_holds,
     assert_ledger_true,
@@ -18,7 +18,7 @@ from aiq_pipelines_tests.reliability.support import (
     stock_week,
     sync_once,
 )
-from aiq_pipelines_tests.sync.test_push import materializations, metadata
+from aiq_pipelines_tests.support.runs import materializations, metadata
 
 # All at once, drawn per request: 30% 503, 10% 429 with Retry-After, 10% applied but answered after the client gave up
 # waiting, 10% applied and then the connection dropped mid-response. The seed's first 200 draws hold every fault and

@@ -21,8 +21,9 @@ import yaml
 
 from aiq_pipelines.pos.queries import PERSONAS_BY_ID_SQL, PERSONAS_SQL, TRANSACTIONS_SQL
 from aiq_pipelines.sync.schema import quarantine, staged_transactions
-from aiq_pipelines_tests.pos_factory import PosFactory
-from aiq_pipelines_tests.reliability.support import (
+from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.pos_factory import PosFactory
+from aiq_pipelines_tests.support.reliability import (
     aiq_resource,
     assert_aiq_holds,
     assert_ledger_true,
@@ -33,7 +34,7 @@ from aiq_pipelines_tests.reliability.support import (
     stock_week,
     sync_once,
 )
-from aiq_pipelines_tests.sync.test_push import checks, local, metadata
+from aiq_pipelines_tests.support.runs import checks, metadata
 
 DAY = "2026-06-10"
 AT = local(2026, 6, 10, 12)

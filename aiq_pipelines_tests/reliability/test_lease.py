@@ -14,8 +14,8 @@ import pytest
 from aiq_pipelines.db.engines import engine_for
 from aiq_pipelines.sync.lease import LEASE_SECONDS, push_lease
 from aiq_pipelines.sync.schema import ensure_schema, push_leases
-from aiq_pipelines_tests.postgres_support import pg_database, pg_server  # noqa: F401 (fixtures)
-from aiq_pipelines_tests.reliability.support import REPO
+from aiq_pipelines_tests.support.postgres import pg_database, pg_server  # noqa: F401 (fixtures)
+from aiq_pipelines_tests.support.reliability import REPO
 
 ACCOUNT = "http://127.0.0.1:8765|sandbox"
 DEADLINE_SECONDS = 60

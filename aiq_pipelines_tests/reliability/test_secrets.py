@@ -18,8 +18,9 @@ import pytest
 import sqlalchemy as sa
 
 from aiq_pipelines.sync.schema import aiq_ledger
-from aiq_pipelines_tests.reliability.support import API_KEY, aiq_resource, stock_week, sync_once
-from aiq_pipelines_tests.sync.test_push import local, metadata
+from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.reliability import API_KEY, aiq_resource, stock_week, sync_once
+from aiq_pipelines_tests.support.runs import metadata
 
 WRONG_KEY = "wrong-key-" + API_KEY[::-1]
 # 20% 503, 10% 429, 10% dropped connections; the seed never fails a request more than 3 times in a row.

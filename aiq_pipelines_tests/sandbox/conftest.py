@@ -1,4 +1,4 @@
-"""The ``shared`` fixture of the sandbox tests (``sandbox`` and ``sandbox_factory`` live in sandbox_support.py)."""
+"""The ``shared`` fixture of the sandbox tests (``sandbox`` and ``sandbox_factory`` live in support/sandbox.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS, Sandbox, run_sandbox
+from aiq_pipelines_tests.support.sandbox import GENEROUS_LIMITS, Sandbox, run_sandbox
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from aiq_pipelines_tests.sandbox.support import (
+from aiq_pipelines_tests.support.sandbox import HTTP, Sandbox
+from aiq_pipelines_tests.support.sandbox_api import (
     EMAIL,
     PHONE,
     item,
@@ -25,7 +26,6 @@ from aiq_pipelines_tests.sandbox.support import (
     url,
     visit,
 )
-from aiq_pipelines_tests.sandbox_support import HTTP, Sandbox
 
 # -- auth and account ------------------------------------------------------------------------------------------
 

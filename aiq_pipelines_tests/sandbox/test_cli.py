@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aiq_pipelines_tests.sandbox.support import member, post, visit
-from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS
+from aiq_pipelines_tests.support.sandbox import GENEROUS_LIMITS
+from aiq_pipelines_tests.support.sandbox_api import member, post, visit
 
 # -- command line --------------------------------------------------------------------------------------------------
 

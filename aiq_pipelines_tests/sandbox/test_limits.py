@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from aiq_pipelines_tests.sandbox.support import item, member, messages, ok_data, piis, post, url, visit
-from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS, HTTP, Sandbox
+from aiq_pipelines_tests.support.sandbox import GENEROUS_LIMITS, HTTP, Sandbox
+from aiq_pipelines_tests.support.sandbox_api import item, member, messages, ok_data, piis, post, url, visit
 from aiq_sandbox.limits import RateLimiter
 
 # -- rate limits ---------------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from aiq_pipelines_tests.sandbox.support import PHONE, item, member, messages, ok_data, post, url, visit
-from aiq_pipelines_tests.sandbox_support import HTTP, Sandbox
+from aiq_pipelines_tests.support.sandbox import HTTP, Sandbox
+from aiq_pipelines_tests.support.sandbox_api import PHONE, item, member, messages, ok_data, post, url, visit
 from aiq_sandbox import validation
 
 # -- validation --------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from aiq_pipelines.pos.dropfiles import export_tables
 from aiq_pipelines.pos.mirror import drop_loads
 from aiq_pipelines.settings import SettingsError, load_settings
 from aiq_pipelines.sync.schema import quarantine
-from aiq_pipelines_tests.sync.test_push import EVERY_ASSET, aiq_resource, materialize
+from aiq_pipelines_tests.support.runs import EVERY_ASSET, aiq_resource, materialize
 
 DAYS = ("2026-03-04", "2026-03-10")  # the demo POS of conftest.py
 

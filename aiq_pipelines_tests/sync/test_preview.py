@@ -13,8 +13,7 @@ from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.preview import seconds_at_limits
 from aiq_pipelines.sync.schema import aiq_ledger, quarantine
-from aiq_pipelines_tests.sync.test_push import DAILY, aiq_resource, metadata, sync
-from aiq_pipelines_tests.sync.test_push import shop as shop
+from aiq_pipelines_tests.support.runs import DAILY, aiq_resource, metadata, sync
 
 DRY_RUN = {"ops": {"aiq_push": {"config": {"dry_run": True}}}}
 DAYS = ("2026-06-09", "2026-06-11")

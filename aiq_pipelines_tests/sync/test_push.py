@@ -6,104 +6,27 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
-import zoneinfo
-from collections.abc import Sequence
-from typing import Any
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
-from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
-from aiq_pipelines.defs.resources import AiqResource, PosDatabase, SyncDatabase
+from aiq_pipelines.defs.resources import SyncDatabase
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.push import CUSTOMER_NOT_STAGED, WAITING_FOR_PERSONA
 from aiq_pipelines.sync.schema import aiq_ledger, quarantine, staged_personas, staged_sale_customers
-
-DENVER = zoneinfo.ZoneInfo("America/Denver")
-DAILY = [pos_transactions, pos_personas, aiq_push]
-EVERY_ASSET = [*DAILY, pos_inventory, aiq_inventory]
-
-
-def local(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=DENVER).astimezone(dt.UTC).replace(tzinfo=None)
-
-
-def aiq_resource(sandbox, sync_url: str, **overrides) -> AiqResource:
-    options = dict(api_key=sandbox.api_key, base_url=sandbox.base_url, uid=sandbox.uid, rate_limit_database_url=sync_url,
-                   requests_per_second=1000, requests_per_minute=60_000, requests_per_hour=1_000_000,
-                   timeout_seconds=5, max_attempts=4, max_retry_seconds=30)
-    return AiqResource.from_settings(load_settings(), **{**options, **overrides})
-
-
-def sync(pos_url: str, sync_url: str, sandbox, first: str, last: str, assets: Sequence[str] | None = None,
-         **aiq_options):
-    """Materialize the daily assets (or the ``assets`` named) for [first, last] in one run, as a backfill does."""
-    resources = {"pos": PosDatabase.from_settings(load_settings(), url=pos_url),
-                 "sync": SyncDatabase.from_settings(load_settings(), url=sync_url),
-                 "aiq": aiq_resource(sandbox, sync_url, **aiq_options)}
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-    with dg.instance_for_test() as instance:
-        return materialize(assets, resources=resources, instance=instance, tags=tags)
-
-
-def materialize(assets: Sequence[str] | None, **options: Any) -> dg.ExecuteInProcessResult:
-    """One run of the daily assets, or of the ``assets`` named: aiq_personas and aiq_sales are one multi-asset, so
-    runs that want some of the assets select them by name."""
-    return dg.materialize(EVERY_ASSET if assets else DAILY, selection=assets, raise_on_error=False, **options)
-
-
-def materializations(result, asset: str) -> list[dg.AssetMaterialization]:
-    """The asset's materializations in ``result``, one per partition (by asset: aiq_personas and aiq_sales share a
-    step, so not by node)."""
-    return [e.materialization for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
-
-
-def metadata(result, asset: str) -> dict:
-    """The asset's metadata (a range run reports the same figures for each of its partitions)."""
-    events = materializations(result, asset)
-    assert events, f"{asset} was not materialized"
-    return {k: v.value for k, v in events[0].metadata.items()}
-
-
-def checks(result) -> dict[str, bool]:
-    return {f"{e.asset_key.to_user_string()}.{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
-
-
-def sales_by_id(sandbox) -> dict[str, dict]:
-    return {sale["pos_id"]: sale for sale in sandbox.state()["sales"]}
-
-
-def members_by_user(sandbox) -> dict[str, dict]:
-    return {member["pos_user"]: member for member in sandbox.state()["members"]}
-
-
-@pytest.fixture
-def shop(pos):
-    """Three business days (June 9-11, 2026) with the cases that matter, plus sales just outside them."""
-    pos.add_product("P3", sku="SKU-3", name="Bulk OG (per gram)", unit_price="10.00", unit_cost="4.00",
-                    category="Flower > Bulk", brand="Muffins", strain="OG Kush", species="hybrid", size="1g")
-    pos.add_customer("C1", phone="(303) 555-0142", email="Ada@Example.com", is_loyalty_member=True,
-                     customer_type="Medical", birthday="1985-05-16", modified=local(2026, 6, 9, 8))
-    pos.add_customer("C2", phone="1234567890", email="not-an-email", modified=local(2026, 6, 10, 8))
-    pos.add_customer("C3", first_name="Zoë", last_name="Nguyễn", phone="+1 720 482 1234",
-                     modified=dt.datetime(2025, 1, 1))  # modified long before the window; a sale references her
-    pos.add_sale("first-second", local(2026, 6, 9, 0, 0, 0), customer_id="C1")
-    pos.add_sale("walk-in", local(2026, 6, 9, 12), [("P3", "2.5", "10.00")])
-    pos.add_sale("regular", local(2026, 6, 10, 15), [("P1", "1", "45.00"), ("P2", "2", "18.00")], customer_id="C2")
-    pos.add_sale("old-friend", local(2026, 6, 10, 16), customer_id="C3")
-    pos.add_sale("refund", local(2026, 6, 11, 10), [("P1", "-1", "45.00")], customer_id="C1", is_return=True,
-                 return_of_transaction_id="first-second")
-    pos.add_sale("voided-early", local(2026, 6, 11, 11), customer_id="C2", is_void=True)
-    pos.add_sale("broken", local(2026, 6, 11, 12), customer_id="C1", total_adjustment="3.00")
-    pos.add_sale("last-second", local(2026, 6, 11, 23, 59, 59), customer_id="C1")
-    pos.add_sale("day-before", local(2026, 6, 8, 23, 59, 59), customer_id="C1")
-    pos.add_sale("day-after", local(2026, 6, 12, 0, 0, 0), customer_id="C1")
-    return pos
+from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.runs import (
+    CRASH_SCRIPT,
+    checks,
+    materializations,
+    members_by_user,
+    metadata,
+    sales_by_id,
+    sync,
+)
 
 
 def expected_sales(pos_url: str) -> dict[str, dict]:
@@ -474,25 +397,6 @@ def test_inventory_is_sent_once_per_product_and_only_when_it_changes(shop, sync_
     meta = metadata(second, "aiq_inventory")
     assert (meta["sent"], meta["unchanged"]) == (1, 2)
     assert {i["productId"]: i for i in sandbox.state()["inventory"]}["P1"]["quantity"] == "7"
-
-
-CRASH_SCRIPT = textwrap.dedent("""
-    import sys
-    import dagster as dg
-    from aiq_pipelines_tests.sync.test_push import DAILY, aiq_resource
-    from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
-    from aiq_pipelines.settings import load_settings
-    from aiq_pipelines_tests.sandbox_support import Sandbox
-
-    pos_url, sync_url, base_url, api_key, uid = sys.argv[1:6]
-    sandbox = Sandbox(base_url=base_url, api_key=api_key, uid=uid, db_path=None, log_path=None)
-    resources = {"pos": PosDatabase.from_settings(load_settings(), url=pos_url),
-                 "sync": SyncDatabase.from_settings(load_settings(), url=sync_url),
-                 "aiq": aiq_resource(sandbox, sync_url, batch_size_sales=10, batch_size_members=10)}
-    tags = {"dagster/asset_partition_range_start": "2026-06-01", "dagster/asset_partition_range_end": "2026-06-07"}
-    with dg.instance_for_test() as instance:
-        dg.materialize(DAILY, resources=resources, instance=instance, tags=tags)
-""")
 
 
 def test_killing_the_run_mid_send_and_rerunning_ends_with_aiq_and_ledger_agreeing(pos, sync_url, sandbox_factory, tmp_path):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from aiq_pipelines_tests.reliability.support import (
+from aiq_pipelines_tests.support.reliability import (
     API_KEY,
     aiq_resource,
     assert_aiq_holds,
@@ -18,7 +18,7 @@ from aiq_pipelines_tests.reliability.support import (
     stock_week,
     sync_once,
 )
-from aiq_pipelines_tests.sandbox_support import GENEROUS_LIMITS, Sandbox
+from aiq_pipelines_tests.support.sandbox import GENEROUS_LIMITS, Sandbox
 from aiq_sandbox.limits import FaultDraw, FaultOdds
 
 SALES_BATCH = 5

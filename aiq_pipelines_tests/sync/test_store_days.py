@@ -21,9 +21,9 @@ from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.schema import staged_transactions
 from aiq_pipelines.sync.store import SyncStore
-from aiq_pipelines_tests.defs.test_automation import tick, utc_now
-from aiq_pipelines_tests.pos_factory import PosFactory
-from aiq_pipelines_tests.sync.test_push import sync
+from aiq_pipelines_tests.support.automation import tick, utc_now
+from aiq_pipelines_tests.support.pos_factory import PosFactory
+from aiq_pipelines_tests.support.runs import sync
 
 DENVER, PHOENIX = zoneinfo.ZoneInfo("America/Denver"), zoneinfo.ZoneInfo("America/Phoenix")
 PARTITIONS = business_days(load_settings(pos_timezone="America/Denver", pos_start_date="2026-01-01"))

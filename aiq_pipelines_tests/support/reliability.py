@@ -27,8 +27,9 @@ import sqlalchemy as sa
 from aiq_pipelines.defs.resources import AiqResource, PosDatabase, SyncDatabase
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.schema import aiq_ledger
-from aiq_pipelines_tests.pos_factory import PosFactory
-from aiq_pipelines_tests.sync.test_push import DENVER, local, materialize
+from aiq_pipelines_tests.support.days import DENVER, local
+from aiq_pipelines_tests.support.pos_factory import PosFactory
+from aiq_pipelines_tests.support.runs import materialize
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "reliability-key-" + secrets.token_hex(12)
@@ -240,7 +241,7 @@ def start_sync_process(
     env = {**os.environ, "AIQ_API_KEY": API_KEY, "PYTHONPATH": str(REPO)}
     with (home / "stderr.log").open("w") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "aiq_pipelines_tests.reliability.sync_process", json.dumps(job)],
+            [sys.executable, "-m", "aiq_pipelines_tests.support.sync_process", json.dumps(job)],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=REPO, start_new_session=True,
         )
 

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from aiq_pipelines_tests.sandbox_support import free_port
+from aiq_pipelines_tests.support.sandbox import free_port
 
 SERVER_USER = "postgres"
 """The system user that runs the server when the tests run as root (the Debian package's user)."""

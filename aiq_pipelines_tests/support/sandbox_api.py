@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from aiq_pipelines_tests.sandbox_support import HTTP, Sandbox
+from aiq_pipelines_tests.support.sandbox import HTTP, Sandbox
 
 PHONE = "3125550142"
 EMAIL = "drake.ross@example.com"

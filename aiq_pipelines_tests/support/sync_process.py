@@ -1,4 +1,4 @@
-"""One daily sync in a process of its own: ``python -m aiq_pipelines_tests.reliability.sync_process '<job json>'``.
+"""One daily sync in a process of its own: ``python -m aiq_pipelines_tests.support.sync_process '<job json>'``.
 
 The crash tests SIGKILL it; the concurrency tests run two at once. The job names the Dagster home, the POS and sync
 databases, the sandbox's URL and account, the local days and any AIQ resource overrides; the API key comes from
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from aiq_pipelines_tests.reliability.support import aiq_resource, run_sync
-from aiq_pipelines_tests.sync.test_push import materializations
+from aiq_pipelines_tests.support.reliability import aiq_resource, run_sync
+from aiq_pipelines_tests.support.runs import materializations
 
 
 def main() -> None:
