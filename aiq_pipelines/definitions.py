@@ -34,7 +34,7 @@ alerts = [] if settings.alert_webhook_url is None else [
 ]
 
 # Each asset links to its source file in the UI. In production, dg.link_code_references_to_git turns the links into
-# URLs of the deployed commit (see the README's deployment section).
+# URLs of the deployed commit (see docs/production.md).
 resources = build_resources(settings)
 retry_quarantined = build_retry_job([pos_transactions, pos_personas, aiq_push], resources)
 

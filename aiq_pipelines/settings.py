@@ -129,7 +129,7 @@ def read_accounts_file(path: Path) -> tuple[AccountSettings, ...]:
 
 
 class Settings(BaseSettings):
-    """Settings with their defaults. The README's settings table mirrors this class."""
+    """Settings with their defaults. docs/settings.md's table mirrors this class."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 

@@ -71,7 +71,7 @@ def _quarantine_strays(
             description=(
                 f"POS_QUERIES_FILE replaces the {entity.query} query but has no stray_{entity.query} query, so records "
                 "dated "
-                "outside every partition cannot be found; see the README section on custom POS queries."
+                "outside every partition cannot be found; see docs/custom-schema.md."
             ),
         )
     partitions = context.assets_def.partitions_def

@@ -1,5 +1,5 @@
 """The POS's SELECTs: one per entity for the reference schema (``reference_schema.sql``, SQLite or PostgreSQL), and a
-POS with another schema's own, from a YAML file (``POS_QUERIES_FILE``) that return the same columns; the README shows
+POS with another schema's own, from a YAML file (``POS_QUERIES_FILE``) that return the same columns; docs/custom-schema.md shows
 an example. Each query states the columns and bind parameters its result must meet.
 """
 

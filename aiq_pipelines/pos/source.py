@@ -78,7 +78,7 @@ class PosSource:
                 if missing:
                     raise PosQueryError(
                         f"the POS query for {entity} does not return the columns {sorted(missing)}; "
-                        "see the README section on custom POS queries"
+                        "see docs/custom-schema.md"
                     )
                 columns = list(result.keys())
                 rows = (dict(zip(columns, row, strict=True)) for row in result)
