@@ -32,7 +32,7 @@ from aiq_pipelines.defs.partitions import daily_partitions, settings
 from aiq_pipelines.defs.resources import AiqResource, SyncDatabase
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.settings import AccountSettings
-from aiq_pipelines.sync.accounts import StoreScope, hold_unlisted_sales
+from aiq_pipelines.sync.accounts import StoreScope, hold_unlisted_sales, hold_unplaced_shoppers
 from aiq_pipelines.sync.preview import PreviewPusher, seconds_at_limits
 from aiq_pipelines.sync.push import Pusher, PushReport
 
@@ -295,6 +295,7 @@ def build_push_assets(
                 for c in configs]
     listed = frozenset(location for c in configs for location in c.locations)
     takes_the_rest = any(c.default for c in configs)
+    split = not all(scope.everything for scope in scopes.values())  # some account receives only some shoppers
     specs, inventory_specs, checks, inventory_checks = [], [], [], []
     for account in accounts:
         keys, note = account.assets, _for_account(account.config.name, len(accounts))
@@ -356,12 +357,15 @@ def build_push_assets(
                 for a in accounts if {a.assets.personas, a.assets.sales} & selected
             })
             return
-        if not takes_the_rest and any(a.assets.sales in selected for a in accounts):
-            store = context.resources.sync.store()
-            held = hold_unlisted_sales(store.engine, store.calendar.dates(start, end), listed, context.run.run_id)
-            if held:
-                context.log.warning(f"{held} sales of stores that no AIQ account lists are quarantined: see their "
-                                    "reason, and list the stores in AIQ_ACCOUNTS_FILE")
+        store, run_id = context.resources.sync.store(), context.run.run_id
+        days = store.calendar.dates(start, end)
+        sales, personas = (any(getattr(a.assets, kind) in selected for a in accounts) for kind in ("sales", "personas"))
+        if not takes_the_rest and sales and (held := hold_unlisted_sales(store.engine, days, listed, run_id)):
+            context.log.warning(f"{held} sales of stores that no AIQ account lists are quarantined: see their "
+                                "reason, and list the stores in AIQ_ACCOUNTS_FILE")
+        if split and personas and (held := hold_unplaced_shoppers(store.engine, days, run_id)):
+            context.log.warning(f"{held} personas whose stores were never looked up in the POS go to no AIQ account "
+                                "and are quarantined: re-run their days")
         yield from _each_account(context, {
             a.config.name: (lambda a=a: _push_day(context, a, start, end))
             for a in accounts if {a.assets.personas, a.assets.sales} & selected
