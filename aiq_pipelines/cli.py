@@ -99,29 +99,35 @@ def _demo_csv(args: argparse.Namespace, options: demo.DemoOptions) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    """A dry run of daily_sync over [--from, --to], in this process: the extract as usual, nothing sent to AIQ."""
+    """A dry run of daily_sync over [--from, --to], in this process: the extract as usual, nothing sent to AIQ; the run
+    carries the dry run's tag, as daily_sync_dry_run's runs do."""
     import dagster as dg
 
     from aiq_pipelines.defs.aiq_assets import aiq_push
+    from aiq_pipelines.defs.dry_run import DRY_RUN_CONFIG, DRY_RUN_SELECTION, DRY_RUN_TAGS
     from aiq_pipelines.defs.pos_assets import pos_personas, pos_transactions
     from aiq_pipelines.defs.resources import build_resources
 
     if args.last < args.first:
         raise ValueError(f"--to ({args.last}) is before --from ({args.first})")
     tags = {"dagster/asset_partition_range_start": args.first.isoformat(),
-            "dagster/asset_partition_range_end": args.last.isoformat()}
+            "dagster/asset_partition_range_end": args.last.isoformat(), **DRY_RUN_TAGS}
     with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize([pos_transactions, pos_personas, aiq_push], resources=build_resources(get_settings()),
-                                instance=instance, tags=tags, raise_on_error=False,
-                                run_config={"ops": {"aiq_push": {"config": {"dry_run": True}}}})
+        result = dg.materialize([pos_transactions, pos_personas, aiq_push], selection=DRY_RUN_SELECTION,
+                                resources=build_resources(get_settings()), instance=instance, tags=tags,
+                                raise_on_error=False, run_config=DRY_RUN_CONFIG)
         if not result.success:
             failure = next((e for e in result.all_events if e.is_step_failure), None)
             print(f"error: the dry run failed: {failure.message if failure else 'see the log above'}", file=sys.stderr)
             return 1
+        shown = set()
         for event in result.all_events:
             if event.event_type_value != "ASSET_OBSERVATION":
                 continue
             observation = event.event_specific_data.asset_observation
+            if observation.asset_key in shown:
+                continue  # one observation per day of the window, each with the window's figures
+            shown.add(observation.asset_key)
             meta = {k: v.value for k, v in observation.metadata.items()}
             print(f"{observation.asset_key.to_user_string()}: {meta['would_send']:,} would be sent ({meta['new']:,} "
                   f"new, {meta['changed']:,} changed, {meta['overrides']:,} through the override), "
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a dry run of daily_sync: what a sync of these days would send to AIQ, sending nothing",
         description="Extract the business days [--from, --to] as daily_sync does and report, per push asset, what a "
                     "real run would send (new, changed, unchanged, quarantined), in how many requests and how long at "
-                    "the account's limits, with sample payloads (phones and emails masked). Nothing is sent to AIQ and "
+                    "the account's limits, with sample payloads (shoppers masked). Nothing is sent to AIQ and "
                     "no ledger row is written; the staging is refreshed, as any extract does.",
     )
     preview_cmd.add_argument("--from", dest="first", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD")

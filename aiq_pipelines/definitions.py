@@ -11,6 +11,7 @@ from aiq_pipelines.defs.automation import (
     pos_change_sensor,
 )
 from aiq_pipelines.defs.drops import drop_definitions
+from aiq_pipelines.defs.dry_run import daily_sync_dry_run
 from aiq_pipelines.defs.ops import (
     alert_on_run_failure,
     build_check_alerts,
@@ -40,7 +41,7 @@ retry_quarantined = build_retry_job([pos_transactions, pos_personas, aiq_push], 
 
 defs = dg.Definitions(
     assets=dg.with_source_code_references(pipeline),
-    jobs=[daily_sync, inventory_sync, quarantine_report, retry_quarantined, *drops["jobs"]],
+    jobs=[daily_sync, daily_sync_dry_run, inventory_sync, quarantine_report, retry_quarantined, *drops["jobs"]],
     schedules=[inventory_sync_schedule, nightly_reconciliation],
     sensors=[*(drops["sensors"] or [pos_change_sensor]), quarantine_after_sync, *alerts],
     resources=resources,
