@@ -137,6 +137,27 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+ERASED_BUT_STILL_HELD = 3  # forget-shopper's exit status when the POS (or a drop file) still holds the shopper
+
+
+def _forget_shopper(args: argparse.Namespace) -> int:
+    """Erase one shopper from everything aiq-pipelines keeps, as the job forget_shopper does."""
+    import getpass
+    import socket
+
+    from aiq_pipelines.defs.erasure import erase
+    from aiq_pipelines.defs.resources import DropFolder, PosDatabase, SyncDatabase
+
+    settings = get_settings()  # outside a run, the URLs as read (a run's resources read them through dg.EnvVar)
+    erasure = erase(args.customer_id, args.by or f"{getpass.getuser()}@{socket.gethostname()} (forget-shopper)",
+                    SyncDatabase.from_settings(settings, url=settings.sync_database_url),
+                    PosDatabase.from_settings(settings, url=settings.pos_database_url),
+                    DropFolder.from_settings(settings) if settings.pos_drop_dir is not None else None)
+    for line in erasure.summary():
+        print(line, file=sys.stderr if line.startswith("WARNING") else sys.stdout)
+    return ERASED_BUT_STILL_HELD if erasure.still_in else 0
+
+
 def _pull_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -195,8 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     preview_cmd.add_argument("--from", dest="first", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD")
     preview_cmd.add_argument("--to", dest="last", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD")
+    forget_cmd = commands.add_parser(
+        "forget-shopper",
+        help="erase a shopper's personal data from everything aiq-pipelines keeps",
+        description="Remove the shopper's personal data from the sync database (staging, the ledger's copies, the "
+                    "quarantine) and the drop folder's mirror, so the pull API no longer serves them, and record that "
+                    "the erasure happened (key, when, by whom). Erase in the POS first: if the POS (or a drop file) "
+                    f"still holds the shopper, the next sync brings them back; the command says so and exits with "
+                    f"{ERASED_BUT_STILL_HELD}. AIQ has no delete call: delete the persona in AIQ's UI.",
+    )
+    forget_cmd.add_argument("customer_id", metavar="CUSTOMER_ID", help="the shopper's POS key (AIQ's pos_user)")
+    forget_cmd.add_argument("--by", default=None, help="who asked, for the record (default: the OS user and host)")
     args = parser.parse_args(argv)
-    commands_run = {"pull-api": _pull_api, "demo-data": _demo_data, "preview": _preview}
+    commands_run = {"pull-api": _pull_api, "demo-data": _demo_data, "preview": _preview,
+                    "forget-shopper": _forget_shopper}
     try:
         return commands_run[args.command](args)
     except (SettingsError, ValueError) as exc:

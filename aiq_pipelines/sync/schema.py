@@ -171,6 +171,20 @@ aiq_ledger = sa.Table(
     sa.Column("run_id", sa.String, nullable=False),
 )
 
+# That a shopper's personal data was erased (``sync.erasure``): their POS key, when, by whom, and nothing else. The raw
+# key is kept: it is the POS's own pseudonymous id, which the POS needs to answer "was customer X erased"; an unkeyed
+# hash of a short id is reversed by trying every id, so it would hide nothing.
+shopper_erasures = sa.Table(
+    "shopper_erasures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String, nullable=False, index=True),
+    sa.Column("erased_at", sa.DateTime, nullable=False),
+    sa.Column("erased_by", sa.String, nullable=False),  # the OS user of the command, or the Dagster run
+    sa.Column("rows_removed", sa.Integer, nullable=False),
+    sa.Column("pos_still_holds", sa.Boolean, nullable=False),  # the POS, or a drop file, still held them then
+)
+
 push_leases = sa.Table(
     "aiq_push_leases",
     metadata,
