@@ -424,6 +424,6 @@ def test_the_documented_example_of_custom_queries_loads(tmp_path):
 
     loaded = load_queries(queries)
 
-    assert {"transactions", "personas", "stray_transactions", "stray_personas"} <= {
+    assert {"transactions", "personas", "stray_transactions", "stray_personas", "shopper_stores"} <= {
         entity for entity, query in loaded.items() if query.sql is not QUERIES[entity].sql
     }
