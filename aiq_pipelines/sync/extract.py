@@ -260,7 +260,9 @@ def _look_up_stores(conn: sa.Connection, source: PosSource, customer_ids: Sequen
     rows += [{"customer_id": key, "location_id": NO_SALE, "looked_up_at": now}
              for key in customer_ids if key not in bought]
     execute_with_lists(conn, _FORGET_STORES, {"ids": list(customer_ids)})
-    upsert(conn, shopper_stores, rows)
+    # In key order, as every extract writes them: two extracts of the same customers then never wait on each other
+    # in a cycle (PostgreSQL would end one as a deadlock).
+    upsert(conn, shopper_stores, sorted(rows, key=lambda row: (row["customer_id"], row["location_id"])))
 
 
 def _forget_stores(conn: sa.Connection) -> None:
