@@ -1,10 +1,12 @@
-"""After a realistic sync, the API key is nowhere, and phones and emails are only in the sync and sandbox databases.
+"""After a realistic sync, the API key is nowhere, and phones and emails are only in the sync and sandbox databases;
+after every job, no shopper's name, phone, email, address or birthday is anywhere Dagster keeps or posts anything.
 
-The sync takes every path that handles secrets or personal data: retries (logged), a record AIQ refuses (its message
-quarantined), a changed phone sent through the override call after a ``piis`` search by the old phone (a phone in a
-URL), AIQ down (a failure message), and a wrong API key (an auth failure). Then every file of the Dagster instance
+The first sync takes every path that handles secrets or personal data: retries (logged), a record AIQ refuses (its
+message quarantined), a changed phone sent through the override call after a ``piis`` search by the old phone (a phone
+in a URL), AIQ down (a failure message), and a wrong API key (an auth failure). Then every file of the Dagster instance
 (event logs, run storage, compute logs), the sandbox's log, the captured output and log records, and the sync
-database's log-like columns are searched.
+database's log-like columns are searched. The second runs every job, the alerts included, and searches every event
+record, the instance's files, the output, the log records and the webhook bodies.
 """
 
 import logging
@@ -31,6 +33,7 @@ from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.schema import aiq_ledger
 from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.personal import found, personal_forms
 from aiq_pipelines_tests.support.reliability import API_KEY, aiq_resource, stock_week, sync_once
 from aiq_pipelines_tests.support.runs import DAILY, EVERY_ASSET, metadata
 
@@ -66,12 +69,6 @@ def file_texts(root: Path) -> Iterator[tuple[str, str]]:
         yield str(path.relative_to(root)), data.decode("utf-8", "replace")
         if data.startswith(SQLITE_HEADER):
             yield from sqlite_values(path)
-
-
-def found(texts: Iterator[tuple[str, str]], needles: list[str]) -> list[tuple[str, str]]:
-    """(where, needle) for every needle in a text, emails matched in any case."""
-    lowered = [needle.lower() for needle in needles]
-    return [(where, needle) for where, text in texts for needle in lowered if needle in text.lower()]
 
 
 @pytest.mark.slow
@@ -134,16 +131,6 @@ PII_SHOPPERS = {
     "P4": dict(first_name="Ximenadora", last_name="Pellingham", phone="719-482-3391", email="xime@example.org",
                birthday="1961-02-30", address1="3 Lonesome Vole Path", address2="Box 77Vole", city="Dunmarrow"),
 }
-
-
-def personal_forms(fields: dict[str, str]) -> list[str]:
-    """Every form a shopper's personal data could take in a log: as typed, the phone's digits, the email lowercased,
-    the birthday as the POS and as AIQ write it."""
-    digits = "".join(ch for ch in fields["phone"] if ch.isdigit())[-10:]
-    year, month, day = fields["birthday"].split("-")
-    return [fields["first_name"], fields["last_name"], fields["phone"], digits, fields["email"],
-            fields["email"].lower(), fields["birthday"], f"{month}/{day}/{year}", fields["address1"],
-            fields["address2"], fields["city"]]
 
 
 def pii_shop(pos) -> None:

@@ -19,6 +19,7 @@ from aiq_pipelines.pos.dropfiles import export_tables
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.schema import shopper_erasures
 from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.personal import found, personal_forms
 from aiq_pipelines_tests.support.pull import everything_served
 from aiq_pipelines_tests.support.runs import aiq_resource, materialize
 
@@ -29,13 +30,6 @@ SHOPPERS = {
     "K1": dict(first_name="Barnabus", last_name="Quenneville", phone="303-482-7781", email="barnq@example.org",
                birthday="1966-04-11", address1="9 Hollow Finch Road", address2="Unit 5Finch", city="Gorsefield"),
 }
-
-
-def personal_values(fields: dict[str, str]) -> list[str]:
-    digits = "".join(ch for ch in fields["phone"] if ch.isdigit())
-    year, month, day = fields["birthday"].split("-")
-    return [fields["first_name"], fields["last_name"], fields["phone"], digits, fields["email"].lower(),
-            fields["birthday"], f"{month}/{day}/{year}", fields["address1"], fields["address2"], fields["city"]]
 
 
 def text_values(url: str) -> list[tuple[str, str]]:
@@ -57,8 +51,7 @@ def text_values(url: str) -> list[tuple[str, str]]:
 
 
 def hits(texts: list[tuple[str, str]], fields: dict[str, str]) -> list[tuple[str, str]]:
-    needles = [value.lower() for value in personal_values(fields)]
-    return [(where, needle) for where, text in texts for needle in needles if needle in text.lower()]
+    return found(texts, personal_forms(fields))
 
 
 @pytest.fixture
