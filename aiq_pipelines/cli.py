@@ -99,29 +99,35 @@ def _demo_csv(args: argparse.Namespace, options: demo.DemoOptions) -> int:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    """A dry run of daily_sync over [--from, --to], in this process: the extract as usual, nothing sent to AIQ."""
+    """A dry run of daily_sync over [--from, --to], in this process: the extract as usual, nothing sent to AIQ; the run
+    carries the dry run's tag, as daily_sync_dry_run's runs do."""
     import dagster as dg
 
     from aiq_pipelines.defs.aiq_assets import aiq_push
+    from aiq_pipelines.defs.dry_run import DRY_RUN_CONFIG, DRY_RUN_SELECTION, DRY_RUN_TAGS
     from aiq_pipelines.defs.pos_assets import pos_personas, pos_transactions
     from aiq_pipelines.defs.resources import build_resources
 
     if args.last < args.first:
         raise ValueError(f"--to ({args.last}) is before --from ({args.first})")
     tags = {"dagster/asset_partition_range_start": args.first.isoformat(),
-            "dagster/asset_partition_range_end": args.last.isoformat()}
+            "dagster/asset_partition_range_end": args.last.isoformat(), **DRY_RUN_TAGS}
     with dg.DagsterInstance.ephemeral() as instance:
-        result = dg.materialize([pos_transactions, pos_personas, aiq_push], resources=build_resources(get_settings()),
-                                instance=instance, tags=tags, raise_on_error=False,
-                                run_config={"ops": {"aiq_push": {"config": {"dry_run": True}}}})
+        result = dg.materialize([pos_transactions, pos_personas, aiq_push], selection=DRY_RUN_SELECTION,
+                                resources=build_resources(get_settings()), instance=instance, tags=tags,
+                                raise_on_error=False, run_config=DRY_RUN_CONFIG)
         if not result.success:
             failure = next((e for e in result.all_events if e.is_step_failure), None)
             print(f"error: the dry run failed: {failure.message if failure else 'see the log above'}", file=sys.stderr)
             return 1
+        shown = set()
         for event in result.all_events:
             if event.event_type_value != "ASSET_OBSERVATION":
                 continue
             observation = event.event_specific_data.asset_observation
+            if observation.asset_key in shown:
+                continue  # one observation per day of the window, each with the window's figures
+            shown.add(observation.asset_key)
             meta = {k: v.value for k, v in observation.metadata.items()}
             print(f"{observation.asset_key.to_user_string()}: {meta['would_send']:,} would be sent ({meta['new']:,} "
                   f"new, {meta['changed']:,} changed, {meta['overrides']:,} through the override), "
@@ -129,6 +135,27 @@ def _preview(args: argparse.Namespace) -> int:
                   f"requests, {meta['seconds_at_limits']} s at the account's limits")
             print("  " + meta["samples"].replace("\n", "\n  "))
     return 0
+
+
+ERASED_BUT_STILL_HELD = 3  # forget-shopper's exit status when the POS (or a drop file) still holds the shopper
+
+
+def _forget_shopper(args: argparse.Namespace) -> int:
+    """Erase one shopper from everything aiq-pipelines keeps, as the job forget_shopper does."""
+    import getpass
+    import socket
+
+    from aiq_pipelines.defs.erasure import erase
+    from aiq_pipelines.defs.resources import DropFolder, PosDatabase, SyncDatabase
+
+    settings = get_settings()  # outside a run, the URLs as read (a run's resources read them through dg.EnvVar)
+    erasure = erase(args.customer_id, args.by or f"{getpass.getuser()}@{socket.gethostname()} (forget-shopper)",
+                    SyncDatabase.from_settings(settings, url=settings.sync_database_url),
+                    PosDatabase.from_settings(settings, url=settings.pos_database_url),
+                    DropFolder.from_settings(settings) if settings.pos_drop_dir is not None else None)
+    for line in erasure.summary():
+        print(line, file=sys.stderr if line.startswith("WARNING") else sys.stdout)
+    return ERASED_BUT_STILL_HELD if erasure.still_in else 0
 
 
 def _pull_api(args: argparse.Namespace) -> int:
@@ -184,13 +211,25 @@ def main(argv: list[str] | None = None) -> int:
         help="a dry run of daily_sync: what a sync of these days would send to AIQ, sending nothing",
         description="Extract the business days [--from, --to] as daily_sync does and report, per push asset, what a "
                     "real run would send (new, changed, unchanged, quarantined), in how many requests and how long at "
-                    "the account's limits, with sample payloads (phones and emails masked). Nothing is sent to AIQ and "
+                    "the account's limits, with sample payloads (shoppers masked). Nothing is sent to AIQ and "
                     "no ledger row is written; the staging is refreshed, as any extract does.",
     )
     preview_cmd.add_argument("--from", dest="first", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD")
     preview_cmd.add_argument("--to", dest="last", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD")
+    forget_cmd = commands.add_parser(
+        "forget-shopper",
+        help="erase a shopper's personal data from everything aiq-pipelines keeps",
+        description="Remove the shopper's personal data from the sync database (staging, the ledger's copies, the "
+                    "quarantine) and the drop folder's mirror, so the pull API no longer serves them, and record that "
+                    "the erasure happened (key, when, by whom). Erase in the POS first: if the POS (or a drop file) "
+                    f"still holds the shopper, the next sync brings them back; the command says so and exits with "
+                    f"{ERASED_BUT_STILL_HELD}. AIQ has no delete call: delete the persona in AIQ's UI.",
+    )
+    forget_cmd.add_argument("customer_id", metavar="CUSTOMER_ID", help="the shopper's POS key (AIQ's pos_user)")
+    forget_cmd.add_argument("--by", default=None, help="who asked, for the record (default: the OS user and host)")
     args = parser.parse_args(argv)
-    commands_run = {"pull-api": _pull_api, "demo-data": _demo_data, "preview": _preview}
+    commands_run = {"pull-api": _pull_api, "demo-data": _demo_data, "preview": _preview,
+                    "forget-shopper": _forget_shopper}
     try:
         return commands_run[args.command](args)
     except (SettingsError, ValueError) as exc:

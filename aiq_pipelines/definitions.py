@@ -11,6 +11,8 @@ from aiq_pipelines.defs.automation import (
     pos_change_sensor,
 )
 from aiq_pipelines.defs.drops import drop_definitions
+from aiq_pipelines.defs.dry_run import daily_sync_dry_run
+from aiq_pipelines.defs.erasure import build_forget_job
 from aiq_pipelines.defs.ops import (
     alert_on_run_failure,
     build_check_alerts,
@@ -37,10 +39,12 @@ alerts = [] if settings.alert_webhook_url is None else [
 # URLs of the deployed commit (see docs/production.md).
 resources = build_resources(settings)
 retry_quarantined = build_retry_job([pos_transactions, pos_personas, aiq_push], resources)
+forget_shopper = build_forget_job(with_drop_folder=settings.pos_drop_dir is not None)
 
 defs = dg.Definitions(
     assets=dg.with_source_code_references(pipeline),
-    jobs=[daily_sync, inventory_sync, quarantine_report, retry_quarantined, *drops["jobs"]],
+    jobs=[daily_sync, daily_sync_dry_run, inventory_sync, quarantine_report, retry_quarantined, forget_shopper,
+          *drops["jobs"]],
     schedules=[inventory_sync_schedule, nightly_reconciliation],
     sensors=[*(drops["sensors"] or [pos_change_sensor]), quarantine_after_sync, *alerts],
     resources=resources,

@@ -12,7 +12,7 @@ import functools
 import os
 import zoneinfo
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aiq_pipelines.aiq.client import BulkBatchSize, InFlight, InventoryBatchSize
 from aiq_pipelines.pos.dropfiles import read_column_map
+from aiq_pipelines.pos.queries import NO_SHOPPER_STORES, PosQueryError, load_queries, reads_shopper_stores
 from aiq_pipelines.pos.source import DEFAULT_CHUNK_SIZE
 
 DATA_DIR = Path(os.environ.get("AIQ_PIPELINES_DATA_DIR", ".data"))
@@ -61,7 +62,9 @@ class AccountSettings(BaseModel):
     api_key_env: str = Field(
         pattern=r"^[A-Z_][A-Z0-9_]*$", description="Environment variable holding this account's API key."
     )
-    locations: tuple[str, ...] = Field((), description="POS location_ids whose sales, shoppers and stock go here.")
+    locations: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        (), description="POS location_ids whose sales, shoppers and stock go here."
+    )
     default: bool = Field(False, description="Also receives the stores no account lists, and shoppers with no sale.")
     requests_per_second: int | None = Field(None, ge=1, description="This account's limits; AIQ_REQUESTS_* if unset.")
     requests_per_minute: int | None = Field(None, ge=1)
@@ -328,10 +331,29 @@ class Settings(BaseSettings):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _shopper_stores_query(self) -> Settings:
+        # Several accounts decide who gets a shopper from the stores the POS knows their sales in: a custom schema
+        # must say how to read them, or no shopper could be placed (found here, not at the first run).
+        if self.shoppers_split and self.pos_queries_file is not None:
+            try:
+                queries = load_queries(self.pos_queries_file)
+            except PosQueryError as exc:
+                raise ValueError(str(exc)) from None
+            if not reads_shopper_stores(queries):
+                raise ValueError(NO_SHOPPER_STORES)
+        return self
+
     @property
     def aiq_accounts(self) -> tuple[AccountSettings, ...]:
         """The AIQ accounts to push to, read once with the settings."""
         return self._accounts
+
+    @property
+    def shoppers_split(self) -> bool:
+        """Whether some account receives only some shoppers (one that is not the default): the extracts then look up
+        the stores each staged shopper bought in."""
+        return any(not account.default for account in self._accounts)
 
     @property
     def timezone(self) -> zoneinfo.ZoneInfo:

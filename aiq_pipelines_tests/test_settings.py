@@ -109,6 +109,7 @@ def test_an_accounts_file_maps_stores_to_accounts(tmp_path, monkeypatch):
         (('uid: "1002"', 'uid: "1001"'), "two accounts have the same base_url and uid"),
         (("api_key_env: AIQ_API_KEY_ARIZONA", "api_key: secret"), "accounts.1.api_key_env: Field required"),
         (("locations: [STORE-PHX]", "locations: []"), "account 'arizona' lists no locations and is not default"),
+        (("locations: [STORE-PHX]", 'locations: [""]'), "accounts.1.locations.0: String should have at least 1"),
         (("base_url: https://lab.alpineiq.com\n", "base_url: lab.alpineiq.com\n"), "accounts.1.base_url: expected"),
         (("accounts:", "accounts: ["), "not valid YAML at line 3, column 3"),
         (("accounts:", "stores:"), "stores: Extra inputs are not permitted"),
@@ -131,3 +132,20 @@ def test_a_missing_accounts_file_is_named(monkeypatch):
     monkeypatch.setenv("AIQ_ACCOUNTS_FILE", "/nonexistent/accounts.yaml")
     with pytest.raises(SettingsError, match="AIQ_ACCOUNTS_FILE: expected the path of an existing YAML file"):
         load_settings()
+
+
+def test_several_accounts_with_custom_sales_need_the_shopper_stores_query(tmp_path, monkeypatch):
+    accounts, queries = tmp_path / "accounts.yaml", tmp_path / "queries.yaml"
+    accounts.write_text(ACCOUNTS)
+    queries.write_text("transactions: SELECT * FROM sales WHERE sold_at >= :window_start AND sold_at < :window_end\n")
+    monkeypatch.setenv("POS_QUERIES_FILE", str(queries))
+    assert load_settings().pos_queries_file == queries, "one account needs no lookup"
+
+    monkeypatch.setenv("AIQ_ACCOUNTS_FILE", str(accounts))
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "POS_QUERIES_FILE replaces the transactions query but gives no shopper_stores query" in str(raised.value)
+
+    queries.write_text(queries.read_text() + "shopper_stores: SELECT DISTINCT member_id AS customer_id, store_code AS "
+                       "location_id FROM sales WHERE member_id IN :customer_ids ORDER BY member_id\n")
+    assert load_settings().shoppers_split

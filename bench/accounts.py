@@ -114,7 +114,8 @@ def push_case(pos_path: Path, info: dict, accounts: dict[str, tuple[str, ...]], 
                                    requests_per_second=limits[0], requests_per_minute=limits[1],
                                    requests_per_hour=limits[2]) for name, locations in accounts.items()]
         resources = {"pos": PosDatabase.from_settings(settings, url=f"sqlite:///{pos_path}"),
-                     "sync": SyncDatabase.from_settings(settings, url=sync_url, timezone="America/Denver")}
+                     "sync": SyncDatabase.from_settings(settings, url=sync_url, timezone="America/Denver",
+                                                       look_up_shopper_stores=True)}  # no account is the default
         for config in configs:
             resources[f"aiq_{config.name}"] = AiqResource.from_account(
                 settings, config, api_key=boxes[config.name].api_key, rate_limit_database_url=sync_url,

@@ -21,6 +21,8 @@ from aiq_pipelines.defs.keys import (
     AIQ_TAGS,
     CHECK_DELIVERED,
     CHECK_QUARANTINE_GROWTH,
+    DRY_RUN_JOB,
+    DRY_RUN_TAG,
     OWNERS,
     POS_INVENTORY,
     POS_PERSONAS,
@@ -32,7 +34,7 @@ from aiq_pipelines.defs.partitions import daily_partitions, settings
 from aiq_pipelines.defs.resources import AiqResource, SyncDatabase
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.settings import AccountSettings
-from aiq_pipelines.sync.accounts import StoreScope, hold_unlisted_sales
+from aiq_pipelines.sync.accounts import StoreScope, hold_unlisted_sales, hold_unplaced_shoppers
 from aiq_pipelines.sync.preview import PreviewPusher, seconds_at_limits
 from aiq_pipelines.sync.push import Pusher, PushReport
 
@@ -234,14 +236,22 @@ def _push_day(
 class PushConfig(dg.Config):
     dry_run: bool = Field(
         False, description="Extract and diff as usual, send nothing and write no ledger row: each push asset reports "
-        "(as an observation, not a materialization) what a real run would send, in how many requests and how long.",
+        "(as an observation, not a materialization) what a real run would send, in how many requests and how long. "
+        "The run must carry the tag aiq/dry_run=true (the job daily_sync_dry_run sets both); a run with that tag is a "
+        "dry run whatever this says.",
     )
 
 
 def _preview_day(
     context: dg.AssetExecutionContext, account: _Account, start: dt.datetime, end: dt.datetime
 ) -> Iterator[dg.AssetObservation]:
-    """One account's day as a dry run: what a real push would send, reported per push asset."""
+    """One account's window as a dry run: what a real push would send, reported per push asset.
+
+    Dagster records an observation for one partition, and what a run of a range sends (its requests above all: one
+    stream of batches across the days) is the window's, not a day's. So each day of the window gets an observation
+    labeled with the window (``window_start``, ``window_end``, ``window_days``) carrying the window's figures, plus
+    how many records of that very day would be sent (``would_send_this_day``) and a per-day table.
+    """
     selected, keys, aiq = context.selected_asset_keys, account.assets, account.resource(context)
     with aiq.open_client() as client:
         sync: SyncDatabase = context.resources.sync
@@ -253,26 +263,37 @@ def _preview_day(
         if keys.sales in selected:
             report, _ = pusher.push_sales(start, end, personas_pushed=keys.personas in selected)
             reports.append((keys.sales, report, None))
+    days = context.partition_keys
     for key, report, for_sales in reports:
         preview = pusher.preview(report.entity)
         limits = (aiq.requests_per_second, aiq.requests_per_minute, aiq.requests_per_hour)
         # The sales' personas go in the personas' batches (their requests are counted there, with the personas').
         quarantined = report.quarantined + (for_sales.quarantined if for_sales else 0)
         metadata = {
-            "dry_run": True, "new": preview.new, "changed": preview.changed, "overrides": report.overrides,
+            "dry_run": True, "window_start": dg.MetadataValue.timestamp(start),
+            "window_end": dg.MetadataValue.timestamp(end), "window_days": len(days),
+            "new": preview.new, "changed": preview.changed, "overrides": report.overrides,
             "unchanged": report.unchanged, "quarantined": quarantined, "voided_unsent": report.voided_unsent,
             "would_send": preview.new + preview.changed, "aiq_requests": preview.requests,
             "seconds_at_limits": round(seconds_at_limits(preview.requests, *limits), 1),
             "aiq_account": aiq.uid,
+            "would_send_by_day": dg.MetadataValue.md(preview.by_day_markdown()),
             "samples": dg.MetadataValue.md("\n\n".join(f"```json\n{s}\n```" for s in preview.samples) or "none"),
         }
         account.log(context).info(
-            f"dry run, {report.entity}: {metadata['would_send']:,} would be sent ({preview.new:,} new, "
-            f"{preview.changed:,} changed, {report.overrides:,} through the override), {report.unchanged:,} unchanged, "
-            f"{quarantined:,} quarantined; {preview.requests:,} requests, {metadata['seconds_at_limits']} s at the "
-            "account's limits"
+            f"dry run of {days[0]}..{days[-1]}, {report.entity}: {metadata['would_send']:,} would be sent "
+            f"({preview.new:,} new, {preview.changed:,} changed, {report.overrides:,} through the override), "
+            f"{report.unchanged:,} unchanged, {quarantined:,} quarantined; {preview.requests:,} requests, "
+            f"{metadata['seconds_at_limits']} s at the account's limits"
         )
-        yield dg.AssetObservation(asset_key=key, metadata=metadata)
+        window = f"{days[0]}..{days[-1]}" if len(days) > 1 else days[0]
+        for day in days:
+            yield dg.AssetObservation(
+                asset_key=key, partition=day,
+                description=f"Dry run of {window}: the figures are the whole window's (window_days), not this day's; "
+                            "would_send_this_day is this day's own.",
+                metadata={**metadata, "would_send_this_day": preview.by_day[dt.date.fromisoformat(day)]},
+            )
 
 
 def _push_inventory(context: dg.AssetExecutionContext, account: _Account) -> Iterator[dg.MaterializeResult]:
@@ -295,6 +316,7 @@ def build_push_assets(
                 for c in configs]
     listed = frozenset(location for c in configs for location in c.locations)
     takes_the_rest = any(c.default for c in configs)
+    split = not all(scope.everything for scope in scopes.values())  # some account receives only some shoppers
     specs, inventory_specs, checks, inventory_checks = [], [], [], []
     for account in accounts:
         keys, note = account.assets, _for_account(account.config.name, len(accounts))
@@ -345,23 +367,31 @@ def build_push_assets(
 
         Any asset can be materialized alone. When an account's personas and sales are both selected and a persona is
         not delivered (its blocking ``delivered`` check fails), none of that account's sales is pushed and the step
-        fails, as a separate downstream step would not have run. With ``dry_run``, nothing is sent or written and
-        nothing is materialized: each asset reports what a real run would do.
+        fails, as a separate downstream step would not have run. In a dry run (the run tag ``aiq/dry_run``, with
+        ``dry_run`` set), nothing is sent or written and nothing is materialized: each asset reports what a real run
+        would do, an observation per day of the window.
         """
         start, end = _window(context)
         selected = context.selected_asset_keys
-        if config.dry_run:
+        tagged = context.run.tags.get(DRY_RUN_TAG) == "true"
+        if config.dry_run and not tagged:
+            raise dg.Failure(f"a dry run carries the run tag {DRY_RUN_TAG}=true, which finds it among the runs: launch "
+                             f"the job {DRY_RUN_JOB}, or add the tag to this run")
+        if tagged:  # a run labeled a dry run never sends, whatever its config says
             yield from _each_account(context, {
                 a.config.name: (lambda a=a: _preview_day(context, a, start, end))
                 for a in accounts if {a.assets.personas, a.assets.sales} & selected
             })
             return
-        if not takes_the_rest and any(a.assets.sales in selected for a in accounts):
-            store = context.resources.sync.store()
-            held = hold_unlisted_sales(store.engine, store.calendar.dates(start, end), listed, context.run.run_id)
-            if held:
-                context.log.warning(f"{held} sales of stores that no AIQ account lists are quarantined: see their "
-                                    "reason, and list the stores in AIQ_ACCOUNTS_FILE")
+        store, run_id = context.resources.sync.store(), context.run.run_id
+        days = store.calendar.dates(start, end)
+        sales, personas = (any(getattr(a.assets, kind) in selected for a in accounts) for kind in ("sales", "personas"))
+        if not takes_the_rest and sales and (held := hold_unlisted_sales(store.engine, days, listed, run_id)):
+            context.log.warning(f"{held} sales of stores that no AIQ account lists are quarantined: see their "
+                                "reason, and list the stores in AIQ_ACCOUNTS_FILE")
+        if split and personas and (held := hold_unplaced_shoppers(store.engine, days, run_id)):
+            context.log.warning(f"{held} personas whose stores were never looked up in the POS go to no AIQ account "
+                                "and are quarantined: re-run their days")
         yield from _each_account(context, {
             a.config.name: (lambda a=a: _push_day(context, a, start, end))
             for a in accounts if {a.assets.personas, a.assets.sales} & selected

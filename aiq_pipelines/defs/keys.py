@@ -34,6 +34,9 @@ AIQ_TAGS = {"layer": "push", "system": "aiq"}
 OPS_TAGS = {"layer": "ops"}
 # The run tag naming the drop files whose rows a sensor-started run syncs.
 DROP_FILES_TAG = "drop_files"
+# The run tag of a dry run ("true"): what finds dry runs in the runs list; every dry run carries it.
+DRY_RUN_TAG = "aiq/dry_run"
+DRY_RUN_JOB = "daily_sync_dry_run"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from aiq_pipelines.defs.keys import CHECK_QUARANTINE_AGE, OPS_TAGS, OWNERS, SYNC
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.resources import AlertWebhook, SyncDatabase
 from aiq_pipelines.pos.times import utc_now
-from aiq_pipelines.sync.held import counts, held_records
+from aiq_pipelines.sync.held import counts, held_records, shown_reason
 
 TABLE_ROWS = 200  # the oldest records shown in the table; the counts cover all of them
 _SCHEMA = dg.TableSchema(columns=[
@@ -48,7 +48,7 @@ def sync_quarantine(context: dg.AssetExecutionContext, sync: SyncDatabase) -> dg
     by_stage, by_reason = counts(records)
     table = [dg.TableRecord({
         "entity": r.entity, "key": r.key, "business_day": r.business_date.isoformat() if r.business_date else "",
-        "stage": r.stage, "reason": redact_personal_data(r.reason)[:300],
+        "stage": r.stage, "reason": shown_reason(r.reason)[:300],
         "first_seen": f"{r.first_seen:%Y-%m-%d %H:%M}", "last_seen": f"{r.last_seen:%Y-%m-%d %H:%M}",
     }) for r in records[:TABLE_ROWS]]
     limit = dt.timedelta(days=sync.quarantine_max_age_days)
@@ -70,7 +70,7 @@ def sync_quarantine(context: dg.AssetExecutionContext, sync: SyncDatabase) -> dg
             description=None if not waiting else (
                 f"{len(waiting)} records have waited longer than {sync.quarantine_max_age_days:g} days, the oldest "
                 f"{waiting[0].entity} {waiting[0].key} since {waiting[0].first_seen:%Y-%m-%d} ({waiting[0].stage}: "
-                f"{redact_personal_data(waiting[0].reason)[:200]})"
+                f"{shown_reason(waiting[0].reason)[:200]})"
             ),
         )],
     )

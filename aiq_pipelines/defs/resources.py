@@ -96,6 +96,10 @@ class SyncDatabase(dg.ConfigurableResource):
     quarantine_max_rate: float = Field(description="QUARANTINE_MAX_RATE: the most a window may quarantine.")
     quarantine_min_records: int = Field(description="QUARANTINE_MIN_RECORDS: the rate check's floor.")
     quarantine_max_age_days: float = Field(description="QUARANTINE_MAX_AGE_DAYS: how long a record may wait.")
+    look_up_shopper_stores: bool = Field(
+        description="Whether the extracts look up the stores each staged shopper bought in, which several AIQ accounts "
+        "(AIQ_ACCOUNTS_FILE) need to decide who receives the shopper.",
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -105,11 +109,12 @@ class SyncDatabase(dg.ConfigurableResource):
             "quarantine_max_rate": settings.quarantine_max_rate,
             "quarantine_min_records": settings.quarantine_min_records,
             "quarantine_max_age_days": settings.quarantine_max_age_days,
+            "look_up_shopper_stores": settings.shoppers_split,
         }
         return cls(**{**fields, **overrides})
 
     def store(self) -> SyncStore:
-        return SyncStore(self.url, self.timezone)
+        return SyncStore(self.url, self.timezone, look_up_stores=self.look_up_shopper_stores)
 
 
 class AiqResource(dg.ConfigurableResource):

@@ -193,6 +193,22 @@ def _row(line: int, fields: list[str], present: list[tuple[Column, int]], width:
     return Row(line, values, None, raw)
 
 
+def files_naming(files: list[DropFile], kind: str, column: str, value: str,
+                 column_map: ColumnMap | None = None) -> list[str]:
+    """The names of the ``kind`` files among ``files`` with a line whose ``column`` is ``value`` (unreadable files
+    aside: they load nothing)."""
+    named = []
+    for file in files:
+        if file.kind != kind:
+            continue
+        try:
+            if any(row.raw.get(column, "").strip() == value for row in read_rows(file, column_map)):
+                named.append(file.name)
+        except DropFileError:
+            continue
+    return named
+
+
 def write_table(rows: Iterator[tuple[Any, ...]], columns: list[str], path: Path) -> int:
     """Write rows as a drop file (gzip when the name ends in .gz); NULL as an empty value. Returns the rows written."""
     opener = gzip.open if path.name.endswith(".gz") else open

@@ -79,6 +79,12 @@ class DropMirror:
             row = conn.execute(query).first()
         return None if row is None else (row.size, row.mtime_ns, row.sha256)
 
+    def forget_customer(self, customer_id: str) -> int:
+        """Delete a customer's row (its personal data) from the mirror; their sales keep the key, as the drop files
+        give them. Returns the rows deleted."""
+        with self.engine.begin() as conn:
+            return conn.execute(sa.text("DELETE FROM customers WHERE customer_id = :key"), {"key": customer_id}).rowcount
+
     def load(self, file: DropFile, digest: str, run_id: str, column_map: ColumnMap | None = None,
              on_rejects: OnRejects | None = None) -> LoadResult:
         """Load one file (see the module's docstring); a file that cannot be read loads nothing and says why."""

@@ -58,6 +58,16 @@ WHERE customer_id IN :customer_ids
 ORDER BY customer_id
 """
 
+# The stores each of these customers bought in, across the POS's whole history (every sale, voids and returns too):
+# with several AIQ accounts, a shopper goes to the accounts of those stores. A POS needs an index on
+# transactions(customer_id) for this to stay cheap (the reference schema has one; a real POS has it as its foreign key's).
+SHOPPER_STORES_SQL = """
+SELECT DISTINCT customer_id, location_id
+FROM transactions
+WHERE customer_id IN :customer_ids
+ORDER BY customer_id
+"""
+
 INVENTORY_SQL = """
 SELECT p.product_id, p.sku, p.name, p.brand, p.category, p.parent_category, p.strain, p.species, p.grade,
        p.size, p.barcode, p.thc_percent, p.cbd_percent, p.unit_cost, p.unit_price, p.msrp, p.tax_rate,
@@ -165,6 +175,14 @@ QUERIES: dict[str, EntityQuery] = {
         parameters=("customer_ids",),
         filter_rule="filter on IN :customer_ids",
     ),
+    "shopper_stores": EntityQuery(
+        "shopper_stores",
+        SHOPPER_STORES_SQL,
+        key="customer_id",
+        required_columns=frozenset({"customer_id", "location_id"}),
+        parameters=("customer_ids",),
+        filter_rule="filter on IN :customer_ids",
+    ),
     "inventory": EntityQuery(
         "inventory",
         INVENTORY_SQL,
@@ -210,6 +228,24 @@ QUERIES: dict[str, EntityQuery] = {
 
 class PosQueryError(RuntimeError):
     """A POS query is misconfigured or the POS cannot be read: a systemic failure, not a bad record."""
+
+
+NO_SHOPPER_STORES = (
+    "POS_QUERIES_FILE replaces the transactions query but gives no shopper_stores query, which several AIQ accounts "
+    "(AIQ_ACCOUNTS_FILE) need to decide which account receives each shopper: add a shopper_stores SELECT returning "
+    "customer_id and location_id of every sale whose customer_id is IN :customer_ids (docs/custom-schema.md)"
+)
+
+
+def customized(queries: dict[str, EntityQuery], entity: str) -> bool:
+    """Whether ``entity``'s query is the user's own rather than the reference schema's."""
+    return queries[entity].sql is not QUERIES[entity].sql
+
+
+def reads_shopper_stores(queries: dict[str, EntityQuery]) -> bool:
+    """Whether the stores a customer bought in can be read: a custom transactions query needs its own lookup too (the
+    reference one would read a table of that name that may not hold the sales: never guess)."""
+    return not customized(queries, "transactions") or customized(queries, "shopper_stores")
 
 
 def load_queries(path: Path | None) -> dict[str, EntityQuery]:

@@ -18,7 +18,14 @@ import sqlalchemy as sa
 
 from aiq_pipelines.db.engines import read_only_engine_for
 from aiq_pipelines.pos.entity import Entity
-from aiq_pipelines.pos.queries import COUNT_SQL, QUERIES, PosQueryError, load_queries
+from aiq_pipelines.pos.queries import (
+    COUNT_SQL,
+    NO_SHOPPER_STORES,
+    PosQueryError,
+    customized,
+    load_queries,
+    reads_shopper_stores,
+)
 from aiq_pipelines.pos.times import StoreDays, naive_utc, utc_timestamp
 
 RowGroup = tuple[Any, list[Mapping[str, Any]]]
@@ -98,7 +105,7 @@ class PosSource:
     def count(self, entity: str, start: dt.datetime, end: dt.datetime) -> int | None:
         """How many records ``entity``'s query returns for [start, end), when the reference query is in use (a cheap
         count on an indexed column); None for a custom query, whose count would cost a second read."""
-        if entity not in COUNT_SQL or self.queries[entity].sql is not QUERIES[entity].sql:
+        if entity not in COUNT_SQL or customized(self.queries, entity):
             return None
         try:
             with self.engine.connect() as conn:
@@ -114,6 +121,18 @@ class PosSource:
         """The customers with these ids, however long ago they were modified (sales need their persona first)."""
         return self._stream("personas_by_id", {"customer_ids": list(customer_ids)})
 
+    def shopper_stores(self, customer_ids: Sequence[str]) -> Iterator[RowGroup]:
+        """The stores each of these customers bought in, in the POS's whole history: one row per customer and store
+        (a customer who bought nothing has none). A custom transactions query without its own lookup fails (never
+        guess which table holds the sales)."""
+        self.check_shopper_stores()
+        return self._stream("shopper_stores", {"customer_ids": list(customer_ids)})
+
+    def check_shopper_stores(self) -> None:
+        """Fail, saying what to add, when the stores customers bought in cannot be read (``shopper_stores``)."""
+        if not reads_shopper_stores(self.queries):
+            raise PosQueryError(NO_SHOPPER_STORES)
+
     def strays(self, entity: Entity, first_start: dt.datetime, last_end: dt.datetime) -> Iterator[RowGroup]:
         """Rows of ``entity`` (transactions or personas) no partition from ``first_start`` to ``last_end`` reads.
 
@@ -123,15 +142,12 @@ class PosSource:
 
     def reads_strays(self, entity: Entity) -> bool:
         """Whether the strays of ``entity`` can be read: a custom query for the entity needs a custom stray query."""
-        main, strays = entity.query, f"stray_{entity.query}"
-        customized = self.queries[main].sql is not QUERIES[main].sql
-        return not customized or self.queries[strays].sql is not QUERIES[strays].sql
+        return not customized(self.queries, entity.query) or customized(self.queries, f"stray_{entity.query}")
 
     def store_zones(self) -> dict[str, str | None]:
         """Each store's time zone name as the POS gives it (``locations``). A POS whose custom queries replace the
         transactions but give no locations query has none: its stores' days are all POS_TIMEZONE's."""
-        customized = self.queries["transactions"].sql is not QUERIES["transactions"].sql
-        if customized and self.queries["locations"].sql is QUERIES["locations"].sql:
+        if customized(self.queries, "transactions") and not customized(self.queries, "locations"):
             return {}
         # Read as part of reading the sales: an unreachable POS says it could not read the transactions, as before.
         return {str(key): rows[0]["timezone"] for key, rows in self._stream("locations", {}, reading="transactions")}

@@ -7,13 +7,15 @@ the POS no longer holds deleted, so a record restaged unchanged keeps its ``chan
 Sales are staged with the payload AIQ receives (``mapping.visit_payload``), personas with theirs
 (``PersonaPayload``), so a push sends stored bytes. The customers the window's sales name are staged too
 (``staged_sale_customers``), read from the POS now: a sale's persona must reach AIQ before the sale, and most
-customers of a day's sales were modified long before it.
+customers of a day's sales were modified long before it. With several AIQ accounts, every customer staged (the window's
+personas, the customers its sales name) has the stores it ever bought in looked up in the POS (``shopper_stores``), in
+the same transaction, so each account receives exactly its stores' shoppers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,7 @@ from pydantic import ValidationError
 
 from aiq_pipelines.aiq.payloads import payload_hash
 from aiq_pipelines.db.hashing import digest
-from aiq_pipelines.db.statements import upsert
+from aiq_pipelines.db.statements import execute_with_lists, upsert
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.pos.queries import PosQueryError
 from aiq_pipelines.pos.records import (
@@ -43,7 +45,9 @@ from aiq_pipelines.sync.quarantine import Reject, Stage, extract_rows
 from aiq_pipelines.sync.reports import StageReport
 from aiq_pipelines.sync.schema import (
     CHANGED_AT,
+    NO_SALE,
     quarantine,
+    shopper_stores,
     staged_inventory,
     staged_personas,
     staged_sale_customers,
@@ -54,6 +58,7 @@ CUSTOMER_CHUNK = 500  # customer ids per POS query and per upsert into staged_sa
 NOT_IN_POS = "the customer is not in the POS: the personas_by_id query found no row for it"
 
 OnChunk = Callable[[StageReport], None] | None
+_FORGET_STORES = shopper_stores.delete().where(shopper_stores.c.customer_id.in_(sa.bindparam("ids", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class _Plan:
     to_row: Callable[[Any, str, dt.datetime], dict[str, Any]]
     raw_moment_column: str | None  # the POS column that dates a record; None for the undated inventory snapshot
     finish: Callable[[sa.Connection, StageReport], None] | None = None  # runs in the transaction, once all is written
+    after_batch: Callable[[sa.Connection, list[dict[str, Any]]], None] | None = None  # each batch's staged rows
     # Records read only because the window was widened to hold every store's days, whose own store's day lies outside
     # the window: another partition's extract stages or quarantines them. (With one zone, there are none.)
     elsewhere: Callable[[Any], bool] | None = None
@@ -122,6 +128,8 @@ def _stage(
                     continue
                 good.append(plan.to_row(record, run_id, now))
             upsert(conn, table, good, keep_unless=keep_unless)
+            if plan.after_batch is not None:
+                plan.after_batch(conn, good)
             if rejects:
                 conn.execute(quarantine.insert(), extract_rows(entity, run_id, rejects))
             report.staged += len(good)
@@ -164,14 +172,17 @@ def _record_columns(record: Any) -> dict[str, str]:
 
 def stage_transactions(
     engine: sa.Engine, calendar: BusinessCalendar, source: PosSource, start: dt.datetime, end: dt.datetime, *,
-    run_id: str, chunk_size: int, on_chunk: OnChunk = None,
+    run_id: str, chunk_size: int, on_chunk: OnChunk = None, look_up_stores: bool = False,
 ) -> StageReport:
     """Replace the staged receipts of the business days in [start, end) with what the POS holds now, and stage the
-    customers they name (``staged_sale_customers``) as the POS holds them now.
+    customers they name (``staged_sale_customers``) as the POS holds them now; with ``look_up_stores`` (several AIQ
+    accounts), those customers' stores too (``shopper_stores``).
 
     A receipt's business day is its store's local day: the POS is read over the window that holds those days in every
     store's zone, and each receipt staged with the partition of its own store's day.
     """
+    if look_up_stores:
+        source.check_shopper_stores()  # before anything is read: a run that cannot place its shoppers stages nothing
     customers: set[str] = set()
     days = source.store_days(calendar.tz)
     first_day, end_day = calendar.dates(start, end)
@@ -226,7 +237,7 @@ def stage_transactions(
 
     plan = _Plan(
         Entity.TRANSACTION, staged_transactions, build_transaction, to_row, "transaction_at",
-        finish=lambda conn, report: _stage_sale_customers(conn, source, customers, run_id, report),
+        finish=lambda conn, report: _stage_sale_customers(conn, source, customers, run_id, report, look_up_stores),
         elsewhere=elsewhere, rows_elsewhere=rows_elsewhere, day_of_rows=day_of_rows,
     )
     return _stage(engine, calendar, plan, source.transactions(read_from, read_to), start, end, run_id=run_id,
@@ -239,16 +250,44 @@ def _sale_customer_row(
     return {"customer_id": key, "content_hash": content_hash, **payload.columns(), "run_id": run_id, "staged_at": now}
 
 
+def _look_up_stores(conn: sa.Connection, source: PosSource, customer_ids: Sequence[str]) -> None:
+    """Replace the ``shopper_stores`` rows of these customers with the stores the POS holds a sale of each in, or
+    ``NO_SALE`` for a customer it holds none of."""
+    now = utc_now()
+    rows = [{"customer_id": str(key), "location_id": str(row["location_id"]), "looked_up_at": now}
+            for key, group in source.shopper_stores(customer_ids) for row in group if row["location_id"] is not None]
+    bought = {row["customer_id"] for row in rows}
+    rows += [{"customer_id": key, "location_id": NO_SALE, "looked_up_at": now}
+             for key in customer_ids if key not in bought]
+    execute_with_lists(conn, _FORGET_STORES, {"ids": list(customer_ids)})
+    # In key order, as every extract writes them: two extracts of the same customers then never wait on each other
+    # in a cycle (PostgreSQL would end one as a deadlock).
+    upsert(conn, shopper_stores, sorted(rows, key=lambda row: (row["customer_id"], row["location_id"])))
+
+
+def _forget_stores(conn: sa.Connection) -> None:
+    """With one account nothing is looked up: drop what an earlier setup looked up, which would go stale (a shopper
+    looked up then must be looked up again before several accounts read them)."""
+    if conn.scalar(sa.select(shopper_stores.c.customer_id).limit(1)) is not None:
+        conn.execute(shopper_stores.delete())
+
+
 def _stage_sale_customers(
-    conn: sa.Connection, source: PosSource, customer_ids: set[str], run_id: str, report: StageReport
+    conn: sa.Connection, source: PosSource, customer_ids: set[str], run_id: str, report: StageReport,
+    look_up_stores: bool,
 ) -> None:
-    """Stage the payload of every customer in ``customer_ids``, read from the POS now, in the staging transaction.
+    """Stage the payload of every customer in ``customer_ids``, read from the POS now, in the staging transaction, and
+    with ``look_up_stores`` the stores each bought in.
 
     Every customer is mapped again, even one staged before with the same record: a change to the mapping must reach
     the payloads at the next extract, as it does for sales and personas. A customer that cannot be staged gets NULL
     content hash and payload, and its reason.
     """
+    if not look_up_stores:
+        _forget_stores(conn)
     for ids in chunked(iter(sorted(customer_ids)), CUSTOMER_CHUNK):
+        if look_up_stores:
+            _look_up_stores(conn, source, ids)
         now = utc_now()
         rows: list[dict[str, Any]] = []
         for key, pos_rows in source.personas_by_id(ids):
@@ -274,9 +313,16 @@ def _one_persona(rows: list[Mapping[str, Any]]) -> Persona:
 
 def stage_personas(
     engine: sa.Engine, calendar: BusinessCalendar, source: PosSource, start: dt.datetime, end: dt.datetime, *,
-    run_id: str, chunk_size: int, on_chunk: OnChunk = None,
+    run_id: str, chunk_size: int, on_chunk: OnChunk = None, look_up_stores: bool = False,
 ) -> StageReport:
-    """Replace the staged personas created or modified on the business days in [start, end)."""
+    """Replace the staged personas created or modified on the business days in [start, end); with
+    ``look_up_stores`` (several AIQ accounts), look up the stores each bought in (``shopper_stores``)."""
+    if look_up_stores:
+        source.check_shopper_stores()
+
+    def stores_of(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        for ids in chunked(iter([row["customer_id"] for row in rows]), CUSTOMER_CHUNK):
+            _look_up_stores(conn, source, ids)
 
     def to_row(persona: Persona, run: str, now: dt.datetime) -> dict[str, Any]:
         return {
@@ -290,7 +336,9 @@ def stage_personas(
             "changed_at": None,  # kept when the content is unchanged, else stamped before commit
         }
 
-    plan = _Plan(Entity.PERSONA, staged_personas, _one_persona, to_row, "last_modified_at")
+    plan = _Plan(Entity.PERSONA, staged_personas, _one_persona, to_row, "last_modified_at",
+                 finish=None if look_up_stores else lambda conn, report: _forget_stores(conn),
+                 after_batch=stores_of if look_up_stores else None)
     return _stage(engine, calendar, plan, source.personas(start, end), start, end, run_id=run_id,
                   chunk_size=chunk_size, on_chunk=on_chunk, expected=source.count("personas", start, end))
 

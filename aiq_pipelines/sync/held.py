@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from aiq_pipelines.aiq.redaction import redact_personal_data
 from aiq_pipelines.pos.times import utc_now
 from aiq_pipelines.sync.schema import quarantine, quarantine_seen
 
@@ -36,7 +37,13 @@ class Held:
 def reason_kind(reason: str) -> str:
     """A reason without what varies from record to record (file lines, quoted values, numbers): what to count by."""
     kind = reason.split(": ", 1)[1] if " line " in reason.split(": ", 1)[0] else reason
-    return _NUMBERS.sub("N", _QUOTED.sub("'…'", kind))[:120]
+    return _NUMBERS.sub("N", shown_reason(kind))[:120]
+
+
+def shown_reason(reason: str) -> str:
+    """A reason as the UI shows it: quoted values (a drop file's line quotes what it could not read, which a shifted
+    column can make a name or a birthday) elided, phones and emails masked. The full row stays in the sync database."""
+    return redact_personal_data(_QUOTED.sub("'…'", reason))
 
 
 def held_records(engine: sa.Engine, now: dt.datetime | None = None) -> list[Held]:

@@ -4,20 +4,24 @@
 written (the personas a real run would send first count as known, so the sales behind them are counted as sendable),
 and which writes no quarantine row and takes no lease. Its ``Preview`` says per entity how many records are new,
 changed (and, for personas, go through the override call), unchanged and quarantined, the requests a real run would
-make and the time they take at the account's limits, and a few sample payloads with phones and emails masked.
+make and the time they take at the account's limits, how many would be sent per business day, and a few sample
+payloads with the shopper masked (``mask_persona``: initials, a phone's last two digits, nothing of an email, a
+birthday or an address).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiq_pipelines.aiq.bulk import BatchOutcome
-from aiq_pipelines.aiq.redaction import redact_personal_data
+from aiq_pipelines.aiq.redaction import mask_persona, redact_personal_data
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.pos.source import chunked
 from aiq_pipelines.sync import mapping
@@ -27,7 +31,6 @@ from aiq_pipelines.sync.push import Pusher
 from aiq_pipelines.sync.reports import PushReport
 
 SAMPLES = 3
-_MASKED = {"phone_number": "[phone]", "email": "[email]"}
 
 
 @dataclass
@@ -39,21 +42,30 @@ class Preview:
     changed: int = 0
     requests: int = 0
     samples: list[str] = field(default_factory=list)
+    by_day: Counter[dt.date | None] = field(default_factory=Counter)  # would be sent, per business day of the record
 
     def add(self, staged: Staged, payload: Any) -> None:
         if staged.entry is None:
             self.new += 1
         else:
             self.changed += 1
+        self.by_day[staged.business_date] += 1
         if len(self.samples) < SAMPLES:
             self.samples.append(_masked(payload))
 
+    def by_day_markdown(self) -> str:
+        """Records that would be sent per business day; a sale's customer has none of its own."""
+        if not self.by_day:
+            return "Nothing would be sent."
+        rows = [f"| {day or 'customers of the sales'} | {n:,} |"
+                for day, n in sorted(self.by_day.items(), key=lambda item: (item[0] is None, item[0] or dt.date.min))]
+        return "\n".join(["| business day | would send |", "|---|---:|", *rows])
+
 
 def _masked(payload: Any) -> str:
+    """A payload as a sample shows it: the shopper masked, and anything shaped like a phone or an email elsewhere."""
     raw = payload.encoded if hasattr(payload, "encoded") else payload.model_dump_json(by_alias=True, exclude_none=True)
-    data = json.loads(raw)
-    data.update({k: v for k, v in _MASKED.items() if data.get(k)})
-    return redact_personal_data(json.dumps(data, sort_keys=True))
+    return redact_personal_data(json.dumps(mask_persona(json.loads(raw)), sort_keys=True, ensure_ascii=False))
 
 
 def seconds_at_limits(requests: int, per_second: int, per_minute: int, per_hour: int) -> float:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiq_pipelines.pos.entity import Entity
+from aiq_pipelines.sync.held import shown_reason
 
 
 @dataclass(kw_only=True)
@@ -32,7 +33,7 @@ class QuarantineTally:
         lines = ["| reason | records | example keys |", "|---|---:|---|"]
         for reason, count in self.reasons.most_common(limit):
             keys = ", ".join(f"`{k}`" for k in self.example_keys.get(reason, []))
-            lines.append(f"| {reason.replace('|', '/')} | {count} | {keys} |")
+            lines.append(f"| {shown_reason(reason).replace('|', '/')} | {count} | {keys} |")
         if len(self.reasons) > limit:
             lines.append(f"| … {len(self.reasons) - limit} more reasons | | |")
         return "\n".join(lines)

@@ -95,6 +95,21 @@ staged_sale_customers = sa.Table(
     sa.Column("staged_at", sa.DateTime, nullable=False),
 )
 
+# With several AIQ accounts, the stores each staged customer bought in, read from the POS's whole history by the
+# extract that stages the customer (``pos_personas`` its personas, ``pos_transactions`` the customers its sales name),
+# in its transaction: an account receives a shopper of its stores (``sync.accounts.StoreScope.shoppers``). A customer
+# the POS knows no sale of has one row, ``location_id`` NO_SALE, which only the default account takes; a customer with
+# no row was never looked up, and no account receives them (fail closed). With one account nothing is looked up and
+# the table is emptied, since rows it kept would go stale.
+NO_SALE = ""
+shopper_stores = sa.Table(
+    "shopper_stores",
+    metadata,
+    sa.Column("customer_id", sa.String, primary_key=True),
+    sa.Column("location_id", sa.String, primary_key=True),
+    sa.Column("looked_up_at", sa.DateTime, nullable=False),
+)
+
 staged_inventory = sa.Table(
     "staged_inventory",
     metadata,
@@ -156,6 +171,20 @@ aiq_ledger = sa.Table(
     sa.Column("run_id", sa.String, nullable=False),
 )
 
+# That a shopper's personal data was erased (``sync.erasure``): their POS key, when, by whom, and nothing else. The raw
+# key is kept: it is the POS's own pseudonymous id, which the POS needs to answer "was customer X erased"; an unkeyed
+# hash of a short id is reversed by trying every id, so it would hide nothing.
+shopper_erasures = sa.Table(
+    "shopper_erasures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String, nullable=False, index=True),
+    sa.Column("erased_at", sa.DateTime, nullable=False),
+    sa.Column("erased_by", sa.String, nullable=False),  # the OS user of the command, or the Dagster run
+    sa.Column("rows_removed", sa.Integer, nullable=False),
+    sa.Column("pos_still_holds", sa.Boolean, nullable=False),  # the POS, or a drop file, still held them then
+)
+
 push_leases = sa.Table(
     "aiq_push_leases",
     metadata,
@@ -168,7 +197,7 @@ push_leases = sa.Table(
 
 
 # Staging holds nothing the next extract cannot rebuild, so a staging table of an older layout is recreated.
-REBUILDABLE = (staged_transactions, staged_personas, staged_sale_customers, staged_inventory)
+REBUILDABLE = (staged_transactions, staged_personas, staged_sale_customers, shopper_stores, staged_inventory)
 
 
 def ensure_schema(engine: sa.Engine) -> None:

@@ -104,7 +104,8 @@ def personas_missing(
     engine: sa.Engine, account: str, days: Days, scope: StoreScope = EVERYTHING, *, besides_staged_personas: bool = False
 ) -> list[str]:
     """Customers of the window's sales in the account's stores (voids aside) that the account's ledger lacks, in key
-    order; with ``besides_staged_personas``, not those staged for the window (they are sent as staged)."""
+    order; with ``besides_staged_personas``, not those staged for the window that the account receives (they are sent
+    as staged)."""
     sales_table = staged_transactions
     known = sa.exists().where(
         aiq_ledger.c.account == account, aiq_ledger.c.entity == Entity.PERSONA,
@@ -114,7 +115,8 @@ def personas_missing(
                   sales_table.c.customer_id.is_not(None), sa.not_(sales_table.c.is_void), sa.not_(known)]
     if besides_staged_personas:
         conditions.append(sa.not_(sa.exists().where(
-            staged_personas.c.customer_id == sales_table.c.customer_id, *in_days(staged_personas, days)
+            staged_personas.c.customer_id == sales_table.c.customer_id, *in_days(staged_personas, days),
+            *scope.shoppers(staged_personas.c.customer_id),
         )))
     query = sa.select(sales_table.c.customer_id).distinct().where(*conditions).order_by(sales_table.c.customer_id)
     with engine.connect() as conn:

@@ -20,11 +20,13 @@ from aiq_pipelines.sync.schema import ensure_schema
 
 
 class SyncStore:
-    """The sync database (``SYNC_DATABASE_URL``) seen from one business calendar (``POS_TIMEZONE``)."""
+    """The sync database (``SYNC_DATABASE_URL``) seen from one business calendar (``POS_TIMEZONE``); with
+    ``look_up_stores`` (several AIQ accounts split the shoppers) the extracts look up each staged shopper's stores."""
 
-    def __init__(self, database_url: str, timezone: str):
+    def __init__(self, database_url: str, timezone: str, *, look_up_stores: bool = False):
         self.engine = engine_for(database_url)
         self.calendar = BusinessCalendar(timezone)
+        self.look_up_stores = look_up_stores
         ensure_schema(self.engine)
 
     @property
@@ -41,7 +43,7 @@ class SyncStore:
     ) -> StageReport:
         """See ``extract.stage_transactions``."""
         return extract.stage_transactions(self.engine, self.calendar, source, start, end, run_id=run_id,
-                                          chunk_size=chunk_size, on_chunk=on_chunk)
+                                          chunk_size=chunk_size, on_chunk=on_chunk, look_up_stores=self.look_up_stores)
 
     def stage_personas(
         self, source: PosSource, start: dt.datetime, end: dt.datetime, *, run_id: str,
@@ -49,7 +51,7 @@ class SyncStore:
     ) -> StageReport:
         """See ``extract.stage_personas``."""
         return extract.stage_personas(self.engine, self.calendar, source, start, end, run_id=run_id,
-                                      chunk_size=chunk_size, on_chunk=on_chunk)
+                                      chunk_size=chunk_size, on_chunk=on_chunk, look_up_stores=self.look_up_stores)
 
     def stage_inventory(
         self, source: PosSource, *, run_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE, on_chunk: OnChunk = None

@@ -1,10 +1,12 @@
-"""After a realistic sync, the API key is nowhere, and phones and emails are only in the sync and sandbox databases.
+"""After a realistic sync, the API key is nowhere, and phones and emails are only in the sync and sandbox databases;
+after every job, no shopper's name, phone, email, address or birthday is anywhere Dagster keeps or posts anything.
 
-The sync takes every path that handles secrets or personal data: retries (logged), a record AIQ refuses (its message
-quarantined), a changed phone sent through the override call after a ``piis`` search by the old phone (a phone in a
-URL), AIQ down (a failure message), and a wrong API key (an auth failure). Then every file of the Dagster instance
+The first sync takes every path that handles secrets or personal data: retries (logged), a record AIQ refuses (its
+message quarantined), a changed phone sent through the override call after a ``piis`` search by the old phone (a phone
+in a URL), AIQ down (a failure message), and a wrong API key (an auth failure). Then every file of the Dagster instance
 (event logs, run storage, compute logs), the sandbox's log, the captured output and log records, and the sync
-database's log-like columns are searched.
+database's log-like columns are searched. The second runs every job, the alerts included, and searches every event
+record, the instance's files, the output, the log records and the webhook bodies.
 """
 
 import logging
@@ -17,10 +19,23 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
+from aiq_pipelines.defs.automation import daily_sync, inventory_sync
+from aiq_pipelines.defs.dry_run import daily_sync_dry_run
+from aiq_pipelines.defs.ops import (
+    alert_on_run_failure,
+    build_check_alerts,
+    build_retry_job,
+    quarantine_report,
+    sync_quarantine,
+)
+from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.schema import aiq_ledger
 from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.personal import found, personal_forms
 from aiq_pipelines_tests.support.reliability import API_KEY, aiq_resource, stock_week, sync_once
-from aiq_pipelines_tests.support.runs import metadata
+from aiq_pipelines_tests.support.runs import DAILY, EVERY_ASSET, metadata
 
 WRONG_KEY = "wrong-key-" + API_KEY[::-1]
 # 20% 503, 10% 429, 10% dropped connections; the seed never fails a request more than 3 times in a row.
@@ -54,12 +69,6 @@ def file_texts(root: Path) -> Iterator[tuple[str, str]]:
         yield str(path.relative_to(root)), data.decode("utf-8", "replace")
         if data.startswith(SQLITE_HEADER):
             yield from sqlite_values(path)
-
-
-def found(texts: Iterator[tuple[str, str]], needles: list[str]) -> list[tuple[str, str]]:
-    """(where, needle) for every needle in a text, emails matched in any case."""
-    lowered = [needle.lower() for needle in needles]
-    return [(where, needle) for where, text in texts for needle in lowered if needle in text.lower()]
 
 
 @pytest.mark.slow
@@ -106,3 +115,91 @@ def test_the_api_key_phones_and_emails_leak_nowhere(tmp_path, pos, sync_url, sta
     assert found(iter([*logs, *file_texts(home)]), personal) == [], "a phone or an email leaked"
     sync_values = sqlite_values(Path(sa.make_url(sync_url).database), PERSONAL_COLUMNS)
     assert found(sync_values, personal) == [], "a phone or an email is in a log-like column of the sync database"
+
+
+# Shoppers whose every personal value is distinctive, so a hit anywhere is theirs. P1 is modified on the day and
+# buys; P2 was modified long ago and buys (a customer the sales name); P3 is refused by AIQ, then retried; P4's
+# birthday is impossible (quarantined at extract, its POS row kept in the sync database).
+PII_DAY = "2026-06-10"
+PII_SHOPPERS = {
+    "P1": dict(first_name="Zebulonia", last_name="Quackenbush", phone="(720) 482-9163", email="Zebulonia.Q@Example.COM",
+               birthday="1931-02-27", address1="4417 Wandering Heron Lane", address2="Apt 9Quill", city="Quillbrook"),
+    "P2": dict(first_name="Thaddeusina", last_name="Vorhees", phone="303.482.7716", email="THADV@Mailbox.Example",
+               birthday="1942-11-03", address1="88 Gilded Marmot Court", address2="Unit Z7", city="Fernwhistle"),
+    "P3": dict(first_name="Ophelantha", last_name="Brackenridge", phone="+1 970 482 5528", email="oph.b@Example.net",
+               birthday="1950-07-19", address1="12 Crooked Aspen Row", address2="Suite 4Lark", city="Pebblemoor"),
+    "P4": dict(first_name="Ximenadora", last_name="Pellingham", phone="719-482-3391", email="xime@example.org",
+               birthday="1961-02-30", address1="3 Lonesome Vole Path", address2="Box 77Vole", city="Dunmarrow"),
+}
+
+
+def pii_shop(pos) -> None:
+    for key, fields in PII_SHOPPERS.items():
+        modified = local(2026, 6, 10, 8) if key != "P2" else local(2025, 3, 1, 8)
+        pos.add_customer(key, modified=modified, **fields)
+        pos.add_sale(f"SALE-{key}", local(2026, 6, 10, 12, int(key[1])), customer_id=key)
+    pos.insert("inventory", product_id="P1", location_id="STORE-01", quantity_available=4,
+               last_modified_at=local(2026, 6, 10, 7))
+
+
+def event_texts(instance: dg.DagsterInstance) -> Iterator[tuple[str, str]]:
+    """Every event record of every run, serialized whole (messages, metadata, check results, errors)."""
+    for run in instance.get_runs():
+        for entry in instance.all_logs(run.run_id):
+            yield f"run {run.job_name} {run.run_id[:8]}", dg.serialize_value(entry)
+
+
+@pytest.mark.slow
+def test_no_shopper_reaches_dagsters_event_log_run_logs_or_alerts(tmp_path, pos, sync_url, start_sandbox, webhook,
+                                                                    capfd, caplog):
+    caplog.set_level(logging.DEBUG)
+    pii_shop(pos)
+    sandbox = start_sandbox(refuse_keys="P3")
+    alerts, posts = webhook
+    settings = load_settings()
+    pipeline = [*EVERY_ASSET, sync_quarantine]
+    resources = {"pos": PosDatabase.from_settings(settings, url=pos.url),
+                 "sync": SyncDatabase.from_settings(settings, url=sync_url), "alerts": alerts,
+                 "aiq": aiq_resource(sandbox.base_url, sandbox.uid, sync_url)}
+    check_alerts = build_check_alerts([key for asset in pipeline for key in asset.check_keys],
+                                      [*aiq_push.keys, *aiq_inventory.keys])
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+
+        def run(job: str, aiq=resources["aiq"], **options) -> dg.ExecuteInProcessResult:
+            defs = dg.Definitions(assets=pipeline, jobs=[daily_sync, daily_sync_dry_run, inventory_sync,
+                                                         quarantine_report], resources={**resources, "aiq": aiq})
+            return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **options)
+
+        assert run("daily_sync_dry_run", partition_key=PII_DAY).success and sandbox.requests() == []
+        assert run("daily_sync", partition_key=PII_DAY).success
+        assert {"P1", "P2"} <= {m["pos_user"] for m in sandbox.state()["members"]}, "the shoppers went to AIQ"
+        check_alerts(dg.build_sensor_context(instance=instance, resources={"alerts": alerts}))  # P3 refused: warns
+        assert run("quarantine_report").success
+        assert build_retry_job(DAILY, resources).execute_in_process(instance=instance, resources=resources).success
+        assert run("inventory_sync").success
+        sandbox.stop()  # AIQ down while P1 changed: the run fails and is alerted
+        pos.execute("UPDATE customers SET last_name = 'Quackenbush-Hale', last_modified_at = :at WHERE customer_id = 'P1'",
+                    at=f"{local(2026, 6, 10, 9):%Y-%m-%d %H:%M:%S}")
+        down = aiq_resource(sandbox.base_url, sandbox.uid, sync_url, max_attempts=1)
+        failed = run("daily_sync", aiq=down, partition_key=PII_DAY)
+        assert not failed.success
+        failure = next(e for e in failed.all_events if e.event_type_value == "PIPELINE_FAILURE")
+        alert_on_run_failure(dg.build_run_status_sensor_context(
+            sensor_name="alert_on_run_failure", dagster_event=failure, dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(failed.run_id), resources={"alerts": alerts}).for_run_failure())
+        texts = list(event_texts(instance))
+
+    samples = [text for where, text in texts if where.startswith("run daily_sync_dry_run") and '\\"pos_user\\"' in text]
+    assert samples, "the dry run showed sample payloads"
+    assert sorted(post["text"].split("\n")[0] for post in posts) == [
+        "aiq-pipelines: check quarantine_not_growing on aiq_personas failed",  # P3 refused
+        "aiq-pipelines: check quarantine_not_growing on aiq_sales failed",  # P3's sale waits for P3
+        "aiq-pipelines: run of daily_sync failed"], "failed checks and a failed run were alerted"
+    assert list(home.glob("storage/*/compute_logs/*.err")), "the runs' compute logs are among the files searched"
+    out, err = capfd.readouterr()
+    needles = [form for fields in PII_SHOPPERS.values() for form in personal_forms(fields)] + ["Quackenbush-Hale"]
+    everywhere = [*texts, ("stdout", out), ("stderr", err), ("log records", caplog.text),
+                  *((f"webhook post {n}", post["text"]) for n, post in enumerate(posts)), *file_texts(home)]
+    assert found(iter(everywhere), needles) == [], "personal data reached Dagster's event log, a run log or an alert"

@@ -3,7 +3,9 @@ and the ``two_sandboxes`` (fixtures, registered as a plugin in the top conftest.
 these accounts, what each sandbox received, and the bodies of the tests both backends run (``assert_*``).
 
 A Denver store belongs to account ``colorado``, a Phoenix store to ``arizona``. Shoppers ``D*`` buy only in Denver,
-``A*`` only in Phoenix, ``B*`` in both; ``N1`` was modified on the day and has bought nothing.
+``A*`` only in Phoenix, ``B*`` in both; ``N1`` was modified on the day and has bought nothing. The ``wider_chain`` adds
+two shoppers modified on the day whose only sale is at the Phoenix store on a day no run extracts: ``H1``'s in 2025,
+before POS_START_DATE, ``L1``'s on July 20.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from aiq_pipelines.defs.aiq_assets import build_push_assets
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import AiqResource, PosDatabase, SyncDatabase
 from aiq_pipelines.settings import AccountSettings, load_settings
-from aiq_pipelines.sync.accounts import UNLISTED_STORE
-from aiq_pipelines.sync.schema import ensure_schema, quarantine
+from aiq_pipelines.sync.accounts import UNLISTED_STORE, UNPLACED_SHOPPER
+from aiq_pipelines.sync.schema import ensure_schema, quarantine, shopper_stores
 from aiq_pipelines_tests.support.pos_factory import PosFactory
 
 DENVER, PHOENIX = zoneinfo.ZoneInfo("America/Denver"), zoneinfo.ZoneInfo("America/Phoenix")
@@ -57,6 +59,17 @@ def chain(pos: PosFactory) -> PosFactory:
 
 
 @pytest.fixture
+def wider_chain(chain: PosFactory) -> PosFactory:
+    """The chain, plus H1 and L1: modified on July 15, each with one Phoenix sale on a day no run of July 15 reads."""
+    long_ago = dt.datetime(2025, 6, 1, 18)
+    for customer in ("H1", "L1"):
+        chain.add_customer(customer, email=f"{customer.lower()}@example.com", modified=at(DENVER, 10))
+    chain.add_sale("H1-2025", long_ago, customer_id="H1", location_id="STORE-PHX")
+    chain.add_sale("L1-JUL20", dt.datetime(2026, 7, 20, 18), customer_id="L1", location_id="STORE-PHX")
+    return chain
+
+
+@pytest.fixture
 def two_sandboxes(sandbox_factory):
     return sandbox_factory(uid="colorado-uid", **SANDBOX_LIMITS), sandbox_factory(uid="arizona-uid", **SANDBOX_LIMITS)
 
@@ -67,12 +80,13 @@ def account(name: str, sandbox, locations: Sequence[str], **options: Any) -> Acc
 
 
 def run(pos_url: str, sync_url: str, accounts: dict[AccountSettings, Any], *, inventory: bool = False,
-        **aiq_options: Any) -> dg.ExecuteInProcessResult:
-    """One run of the daily assets (or the inventory ones) for July 15 with these accounts, each at its sandbox."""
+        look_up: bool = True, **aiq_options: Any) -> dg.ExecuteInProcessResult:
+    """One run of the daily assets (or the inventory ones) for July 15 with these accounts, each at its sandbox;
+    ``look_up=False`` extracts as a sync database set up for one account does, without the shoppers' stores."""
     push, push_inventory = build_push_assets(list(accounts), prefixed=True)
     settings = load_settings()
     resources: dict[str, Any] = {"pos": PosDatabase.from_settings(settings, url=pos_url),
-                                 "sync": SyncDatabase.from_settings(settings, url=sync_url)}
+                                 "sync": SyncDatabase.from_settings(settings, url=sync_url, look_up_shopper_stores=look_up)}
     for config, sandbox in accounts.items():
         resources[f"aiq_{config.name}"] = AiqResource.from_account(
             settings, config, api_key=sandbox.api_key, rate_limit_database_url=sync_url, timeout_seconds=5,
@@ -189,3 +203,41 @@ def assert_an_older_sync_database_gains_the_quarantines_account_column(sync_url)
                                                 run_id="r1", quarantined_at=dt.datetime(2026, 7, 2), account="a|1"))
         rows = conn.execute(sa.select(quarantine.c.record_key, quarantine.c.account).order_by(quarantine.c.id)).all()
     assert rows == [("T1", ""), ("C1", "a|1")]
+
+
+def keys_sent(sandbox) -> set[str]:
+    """Every record key the sandbox's request log shows it was sent, whatever it answered."""
+    return {key for request in sandbox.requests() for key in request["keys"] or ()}
+
+
+def assert_shoppers_go_to_the_accounts_of_the_stores_they_bought_in(pos_url, sync_url, two_sandboxes):
+    """H1 and L1 bought only in Phoenix, on days not extracted: arizona's alone, never the default colorado's; N1
+    bought nothing: colorado's alone. Before their stores are looked up, no account gets them."""
+    colorado_box, arizona_box = two_sandboxes
+    colorado = account("colorado", colorado_box, ["STORE-01"], default=True)
+    arizona = account("arizona", arizona_box, ["STORE-PHX"])
+    boxes = {colorado: colorado_box, arizona: arizona_box}
+
+    unknown = run(pos_url, sync_url, boxes, look_up=False)
+
+    assert unknown.success, [e.message for e in unknown.all_events if e.is_failure]
+    assert not {"H1", "L1", "N1"} & (keys_sent(colorado_box) | keys_sent(arizona_box)), "stores unknown: nobody"
+    with engine_for(sync_url).connect() as conn:
+        held = conn.execute(sa.select(quarantine.c.record_key, quarantine.c.reason, quarantine.c.account)
+                            .where(quarantine.c.entity == "persona")).all()
+    assert sorted(held) == [(key, UNPLACED_SHOPPER, "") for key in ("H1", "L1", "N1")]
+    assert checks(unknown) and all(checks(unknown).values()), "held back, so delivered holds for every account"
+
+    known = run(pos_url, sync_url, boxes)
+
+    assert known.success, [e.message for e in known.all_events if e.is_failure]
+    assert not {"H1", "L1"} & keys_sent(colorado_box), "never sent to an account none of whose stores they bought in"
+    assert {"H1", "L1"} <= received(arizona_box)[1] and "N1" not in keys_sent(arizona_box)
+    assert received(colorado_box)[1] == {"D1", "D2", "D3", "B1", "B2", "N1"}
+    assert received(arizona_box)[1] == {"A1", "A2", "A3", "B1", "B2", "H1", "L1"}
+    assert not {"H1-2025", "L1-JUL20"} & (keys_sent(colorado_box) | keys_sent(arizona_box)), "only July 15's sales"
+    with engine_for(sync_url).connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(quarantine)) == 0, "placed, sent, no longer held"
+        stores = set(conn.execute(sa.select(shopper_stores.c.customer_id, shopper_stores.c.location_id)))
+    assert {("H1", "STORE-PHX"), ("L1", "STORE-PHX"), ("N1", ""), ("B1", "STORE-01"), ("B1", "STORE-PHX")} <= stores
+    assert metadata(known, "arizona/aiq_personas")["sent"] == 2 and metadata(known, "colorado/aiq_personas")["sent"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -109,3 +110,29 @@ def stage_days(pos_url: str, sync_url: str, first: dt.date, last: dt.date, run_i
     store.stage_personas(source, start, end, run_id=run_id)
     store.stage_inventory(source, run_id=run_id)
     return store
+
+
+def everything_served(sync_url: str) -> str:
+    """Every answer of the pull API over ``sync_url`` (the app in this process, one key): every page of transactions,
+    customers and inventory, and the locations, as one text to search."""
+    import asyncio
+
+    from aiq_pipelines.pull.server import build_app
+    from aiq_pipelines.settings import load_settings
+
+    app = build_app(load_settings(sync_database_url=sync_url, pull_api_keys=KEY, pull_api_settle_seconds=0))
+
+    async def pull() -> list[dict]:
+        answers = []
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pull",
+                                     headers={"authorization": f"Bearer {KEY}"}) as client:
+            for path in ("/v1/transactions", "/v1/customers", "/v1/inventory"):
+                body = (await client.get(path)).raise_for_status().json()
+                answers.append(body)
+                while body["next_cursor"]:
+                    body = (await client.get(path, params={"cursor": body["next_cursor"]})).raise_for_status().json()
+                    answers.append(body)
+            answers.append((await client.get("/v1/locations")).raise_for_status().json())
+        return answers
+
+    return json.dumps(asyncio.run(pull()), ensure_ascii=False)

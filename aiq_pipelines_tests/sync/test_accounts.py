@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import pytest
 
+from aiq_pipelines.pos.dropfiles import export_tables, scan
+from aiq_pipelines.pos.mirror import DropMirror
+from aiq_pipelines.pos.times import StoreDays
+from aiq_pipelines.sync.intake import take_in
+from aiq_pipelines.sync.store import SyncStore
 from aiq_pipelines_tests.support.accounts import (
+    DENVER,
     account,
     assert_a_store_no_account_lists_is_quarantined_until_one_does,
     assert_an_older_sync_database_gains_the_quarantines_account_column,
     assert_each_account_gets_exactly_its_stores_sales_and_their_shoppers_in_parallel,
+    assert_shoppers_go_to_the_accounts_of_the_stores_they_bought_in,
     checks,
     metadata,
     received,
@@ -73,3 +80,16 @@ def test_one_account_failing_stops_neither_the_other_nor_its_record(chain, sync_
 
 def test_an_older_sync_database_gains_the_quarantines_account_column(sync_url):
     assert_an_older_sync_database_gains_the_quarantines_account_column(sync_url)
+
+
+def test_shoppers_go_to_the_accounts_of_the_stores_they_bought_in(wider_chain, sync_url, two_sandboxes):
+    assert_shoppers_go_to_the_accounts_of_the_stores_they_bought_in(wider_chain.url, sync_url, two_sandboxes)
+
+
+def test_shoppers_go_to_the_accounts_of_the_stores_they_bought_in_from_csv_drops(wider_chain, sync_url, two_sandboxes,
+                                                                                tmp_path):
+    mirror = DropMirror(f"sqlite:///{tmp_path / 'mirror.db'}", StoreDays(DENVER))
+    export_tables(wider_chain.engine, tmp_path / "drop")
+    loads = take_in(mirror, SyncStore(sync_url, "America/Denver").engine, scan(tmp_path / "drop"), "intake")
+    assert [load.error for load in loads] == [None] * 6 and sum(load.rows for load in loads) > 50
+    assert_shoppers_go_to_the_accounts_of_the_stores_they_bought_in(str(mirror.engine.url), sync_url, two_sandboxes)

@@ -17,7 +17,7 @@ from aiq_pipelines.pos.records import Persona
 from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.sync import mapping
 from aiq_pipelines.sync.payload import PersonaPayload
-from aiq_pipelines.sync.schema import CHANGED_AT, staged_personas, staged_transactions
+from aiq_pipelines.sync.schema import CHANGED_AT, NO_SALE, shopper_stores, staged_personas, staged_transactions
 from aiq_pipelines.sync.store import SyncStore
 from aiq_pipelines_tests.support.days import DENVER, local
 from aiq_pipelines_tests.support.extract import (
@@ -278,6 +278,26 @@ def test_personas_are_those_modified_in_the_window(pos, sync_url):
     assert report.staged == 2
 
 
+def test_the_stores_of_each_staged_shopper_are_looked_up_only_with_several_accounts(pos, sync_url):
+    pos.add_location("STORE-02", "Muffins Boulder")
+    pos.add_customer("REGULAR", modified=local(2026, 6, 10, 9))
+    pos.add_customer("NEWCOMER", modified=local(2026, 6, 10, 9))
+    pos.add_sale("years-ago", dt.datetime(2020, 1, 2, 18), customer_id="REGULAR")  # long before any partition
+    pos.add_sale("next-week", local(2026, 6, 17, 12), customer_id="REGULAR", location_id="STORE-02", is_void=True)
+    several = SyncStore(sync_url, "America/Denver", look_up_stores=True)
+
+    several.stage_personas(PosSource(pos.url), *window("2026-06-10"), run_id="r1")
+
+    with several.engine.connect() as conn:
+        stores = sorted(conn.execute(sa.select(shopper_stores.c.customer_id, shopper_stores.c.location_id)))
+    assert stores == [("NEWCOMER", NO_SALE), ("REGULAR", "STORE-01"), ("REGULAR", "STORE-02")], "the whole history"
+
+    SyncStore(sync_url, "America/Denver").stage_personas(PosSource(pos.url), *window("2026-06-10"), run_id="r2")
+
+    with several.engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(shopper_stores)) == 0, "one account: would go stale"
+
+
 def test_a_staged_persona_carries_its_payload_and_what_was_left_out(pos, sync_url):
     pos.add_customer("C1", phone="1234567890", email="Ada@Example.com", birthday="1985-05-16",
                      modified=local(2026, 6, 10, 8))
@@ -324,6 +344,11 @@ def test_custom_queries_read_a_pos_with_another_schema(tmp_path, sync_url):
 
     assert (report.staged, report.quarantined) == (1, 0)
     assert staged_ids(store, "2026-06-10") == ["X1"]
+    several_accounts = SyncStore(sync_url, "America/Denver", look_up_stores=True)
+    with pytest.raises(PosQueryError, match="replaces the transactions query but gives no shopper_stores query"):
+        several_accounts.stage_transactions(PosSource(url, queries_file=queries), *window("2026-06-10"), run_id="r2")
+    with pytest.raises(PosQueryError, match="gives no shopper_stores query"):
+        several_accounts.stage_personas(PosSource(url, queries_file=queries), *window("2026-06-10"), run_id="r2")
 
 
 def test_custom_queries_are_checked(tmp_path, pos, sync_url):
@@ -399,6 +424,6 @@ def test_the_documented_example_of_custom_queries_loads(tmp_path):
 
     loaded = load_queries(queries)
 
-    assert {"transactions", "personas", "stray_transactions", "stray_personas"} <= {
+    assert {"transactions", "personas", "stray_transactions", "stray_personas", "shopper_stores"} <= {
         entity for entity, query in loaded.items() if query.sql is not QUERIES[entity].sql
     }
