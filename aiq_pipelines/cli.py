@@ -132,12 +132,9 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _pull_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from aiq_pipelines.pull.server import serve
 
-    from aiq_pipelines.pull.server import build_app
-
-    app = build_app(get_settings())
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    serve(get_settings(), args.host, args.port)
     return 0
 
 
@@ -175,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "pull-api",
         help="serve the pull API (AIQ's option 1) from the sync database",
         description="Serve transactions, customers and inventory to AIQ over HTTP, read-only, from SYNC_DATABASE_URL. "
-                    "Needs PULL_API_KEYS.",
+                    "Needs PULL_API_KEYS, or with AIQ_ACCOUNTS_FILE each account's pull_api_keys_env.",
     )
     pull_cmd.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
     pull_cmd.add_argument("--port", type=int, default=8766, help="port (8766)")

@@ -62,6 +62,11 @@ class AccountSettings(BaseModel):
         pattern=r"^[A-Z_][A-Z0-9_]*$", description="Environment variable holding this account's API key."
     )
     locations: tuple[str, ...] = Field((), description="POS location_ids whose sales, shoppers and stock go here.")
+    pull_api_keys_env: str | None = Field(
+        None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable holding this account's pull API keys (comma-separated); unset, no key reads "
+                    "this account's records.",
+    )
     default: bool = Field(False, description="Also receives the stores no account lists, and shoppers with no sale.")
     requests_per_second: int | None = Field(None, ge=1, description="This account's limits; AIQ_REQUESTS_* if unset.")
     requests_per_minute: int | None = Field(None, ge=1)
