@@ -213,6 +213,10 @@ class Settings(BaseSettings):
         120, ge=0, le=3600, description="The pull API serves records at least this old, so a window is complete."
     )
     pull_api_requests_per_minute: int = Field(600, ge=1, description="The pull API's request budget per key.")
+    pull_api_failed_keys_per_minute: int = Field(
+        10, ge=1, description="Requests with a wrong or missing key one client address may make in a minute; past that "
+        "it gets 429 until the minute has passed.",
+    )
 
     @property
     def pull_api_key_list(self) -> list[str]:

@@ -29,14 +29,13 @@ from aiq_pipelines.pull.auth import ApiKeys, Caller, SlidingWindow, retry_after
 from aiq_pipelines.pull.cursor import Cursor, CursorError, CursorSigner
 from aiq_pipelines.pull.inventory import InventoryVersions, NoSnapshot
 from aiq_pipelines.pull.logs import access, loggable
-from aiq_pipelines.pull.openapi import PARAMETERS, document, responses
+from aiq_pipelines.pull.openapi import PARAMETERS, document, query_parameters, responses
 from aiq_pipelines.pull.params import BadRequest
 from aiq_pipelines.pull.render import customer, shopper, transaction
 from aiq_pipelines.sync.accounts import EVERYTHING, StoreScope
 
 DOCUMENTS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
 STATIC = "/docs-assets"  # Swagger UI's and ReDoc's files, served from the fastapi-offline package
-FAILED_KEYS_PER_MINUTE = 10
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="aiq-pipelines", Basic'}
 NOT_STAGED = "the sync database cannot be read, or nothing is staged there yet: run an extract"
 
@@ -55,6 +54,7 @@ class PullConfig:
     keys: ApiKeys
     settle_seconds: float
     requests_per_minute: int
+    failed_keys_per_minute: int = 10
     scopes: Mapping[str | None, StoreScope] = field(default_factory=lambda: {None: EVERYTHING})
 
 
@@ -86,7 +86,7 @@ def create_app(config: PullConfig) -> FastAPI:
     signers = {account: CursorSigner(config.keys.derived_secret(b"aiq-pipelines cursor|" + (account or "").encode()))
                for account in config.keys.accounts}
     budget = SlidingWindow(config.requests_per_minute)
-    failures = SlidingWindow(FAILED_KEYS_PER_MINUTE)
+    failures = SlidingWindow(config.failed_keys_per_minute)
     zone = zoneinfo.ZoneInfo(config.timezone)
     versions = InventoryVersions()
 
@@ -165,7 +165,7 @@ def create_app(config: PullConfig) -> FastAPI:
         render: Callable[[sa.Row], Any], key: Callable[[sa.Row, reads.Window], tuple[dt.datetime, str]],
         backfill: bool,
     ) -> Response:
-        given = params.only(_query(request), tuple(p["name"] for p in PARAMETERS[f"/v1/{endpoint}"]))
+        given = params.only(_query(request), query_parameters(f"/v1/{endpoint}"))
         size, includes = params.limit(given.pop("limit", None)), params.include(given.pop("include", None))
         text = given.pop("cursor", None)
         caller: Caller = request.state.caller
@@ -229,13 +229,14 @@ def create_app(config: PullConfig) -> FastAPI:
     def get_inventory(request: Request) -> Response:
         """The current inventory snapshot: stock, unit cost, price and margin per product and store, with an ETag.
         A cursor carries the snapshot's version: if what this key sees changed since the first page, 409."""
-        given = params.only(_query(request), tuple(p["name"] for p in PARAMETERS["/v1/inventory"]))
+        given = params.only(_query(request), query_parameters("/v1/inventory"))
         size, text = params.limit(given.pop("limit", None)), given.pop("cursor", None)
         caller: Caller = request.state.caller
         previous = None if text is None else decode(caller, text, "inventory")
         if previous is not None:
             params.same_window({"location_id": previous.window.get("location_id")}, given)
-        location = previous.window.get("location_id") if previous is not None else given.get("location_id")
+        location = previous.window.get("location_id") if previous is not None else params.location(
+            given.get("location_id"))
         caller, scope = scope_of(request, location)
         with config.engine.connect() as conn:
             version, taken = versions.of(conn, caller.account, scope, location)

@@ -13,12 +13,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from aiq_pipelines.pull import models
-from aiq_pipelines.pull.params import DEFAULT_LIMIT, MAX_BACKFILL_DAYS, MAX_LIMIT
+from aiq_pipelines.pull.params import DEFAULT_LIMIT, MAX_BACKFILL_DAYS, MAX_LIMIT, MAX_LOCATION
 
-# RFC 3339 as parse_rfc3339 accepts it; the pattern beside the format keeps generated examples to the accepted forms.
+# RFC 3339 as parse_rfc3339 accepts it (2026-06-10T18:00:00Z, 2026-06-10T12:00:00.5-06:00): the pattern narrows the
+# format to the forms served and accepted.
 TIMESTAMP = {"type": "string", "format": "date-time",
-             "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$",
-             "examples": ["2026-06-10T18:00:00Z", "2026-06-10T12:00:00.5-06:00"]}
+             "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"}
 
 
 def _parameter(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -29,7 +29,7 @@ LIMIT = _parameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIM
                    f"Records a page, 1-{MAX_LIMIT}.")
 CURSOR = _parameter("cursor", {"type": "string", "minLength": 1, "maxLength": 4096},
                     "next_cursor of the previous page, as given; good only with a key of the same account.")
-LOCATION = _parameter("location_id", {"type": "string", "minLength": 1, "maxLength": 200},
+LOCATION = _parameter("location_id", {"type": "string", "minLength": 1, "maxLength": MAX_LOCATION},
                       "Only this store's records; 403 for a store of another account.")
 UPDATED = [
     _parameter("updated_since", TIMESTAMP, "Incremental: changed at or after this instant (pass the last "
@@ -46,12 +46,20 @@ INCLUDE = _parameter("include", {"type": "string", "enum": ["customers"]},
                      "customers: each page also carries every customer its sales name (the shoppers of the window's "
                      "sales, whether or not they changed in it).")
 
+IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "The ETag of a snapshot already read: 304 while this key's view of it is unchanged."}
+
 PARAMETERS = {
     "/v1/transactions": [*UPDATED, *OCCURRED, LOCATION, INCLUDE, LIMIT, CURSOR],
     "/v1/customers": [*UPDATED, LIMIT, CURSOR],
-    "/v1/inventory": [LOCATION, LIMIT, CURSOR],
+    "/v1/inventory": [LOCATION, LIMIT, CURSOR, IF_NONE_MATCH],
     "/v1/locations": [],
 }
+
+
+def query_parameters(path: str) -> tuple[str, ...]:
+    """The names of the query parameters ``path`` takes."""
+    return tuple(p["name"] for p in PARAMETERS[path] if p["in"] == "query")
 
 
 def _error(description: str, **headers: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from aiq_pipelines.pull import reads
 
 DEFAULT_LIMIT, MAX_LIMIT = 500, 1000
 MAX_BACKFILL_DAYS = 31
+MAX_LOCATION = 200
 INCREMENTAL = ("updated_since", "updated_before")
 BACKFILL = ("occurred_from", "occurred_to")
 TIMESTAMPS = (*INCREMENTAL, *BACKFILL)
@@ -51,6 +52,12 @@ def limit(text: str | None) -> int:
     return int(text)
 
 
+def location(text: str | None) -> str | None:
+    if text is not None and not 1 <= len(text) <= MAX_LOCATION:
+        raise BadRequest(f"location_id: expected a store's location_id, 1 to {MAX_LOCATION} characters")
+    return text
+
+
 def include(text: str | None) -> frozenset[str]:
     if text is None:
         return frozenset()
@@ -85,7 +92,7 @@ def window_of(params: Mapping[str, str], now: dt.datetime, settle: float, *, bac
         "updated_before": rfc3339(bound),
         "occurred_from": None if occurred_from is None else rfc3339(occurred_from),
         "occurred_to": None if occurred_to is None else rfc3339(occurred_to),
-        "location_id": params.get("location_id"),
+        "location_id": location(params.get("location_id")),
     }
 
 

@@ -74,6 +74,7 @@ def build_app(settings: Settings, environ: Mapping[str, str] | None = None) -> F
         keys=api_keys,
         settle_seconds=settings.pull_api_settle_seconds,
         requests_per_minute=settings.pull_api_requests_per_minute,
+        failed_keys_per_minute=settings.pull_api_failed_keys_per_minute,
         scopes=scopes,
     ))
 
