@@ -24,12 +24,14 @@ def demo_account_port(number: int) -> int:
 def write_demo_accounts(path: Path, stores: int, accounts: int) -> None:
     """An AIQ_ACCOUNTS_FILE that deals the demo's stores out to ``accounts`` local sandboxes in turn (store 1 to
     account 1, store 2 to account 2, ...); account 1 uses AIQ_API_KEY and uid "sandbox", account k AIQ_API_KEY_k and
-    "sandbox-k". Checked by reading it back as the code location will."""
+    "sandbox-k"; account k's pull API keys are in PULL_API_KEYS_k. Checked by reading it back as the code location
+    will."""
     if not 1 <= accounts <= stores:
         raise ValueError(f"--accounts must be between 1 and the number of stores ({stores}), got {accounts}")
     entries = [
         {"name": f"account_{k}", "uid": "sandbox" if k == 1 else f"sandbox-{k}",
          "base_url": f"http://127.0.0.1:{demo_account_port(k)}", "api_key_env": "AIQ_API_KEY" if k == 1 else f"AIQ_API_KEY_{k}",
+         "pull_api_keys_env": f"PULL_API_KEYS_{k}",
          "locations": [f"STORE-{i + 1:02d}" for i in range(stores) if i % accounts == k - 1]}
         for k in range(1, accounts + 1)
     ]
