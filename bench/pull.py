@@ -219,7 +219,8 @@ def table(info: dict, api: list[Pull], floors: list[Pull]) -> str:
         f"customers, {info['first_day']}..{info['last_day']}) staged into a sync database of its own; "
         f"`limit={PAGE}`, each pull once without and once with `include=customers` "
         "(each page then carries the customers its sales name), "
-        "`PULL_API_SETTLE_SECONDS=0`, a fresh server for each pull, one `httpx.Client` over loopback; every staged "
+        "`PULL_API_SETTLE_SECONDS=0`, a fresh server for each repetition (the plain pull, then the one with "
+        "customers), one `httpx.Client` over loopback; every staged "
         "sale arrived exactly once in every pull (with include, with every customer it names)",
         f"- pull API, median of {len(plain)}: {rate:,.0f} sales/s with their lines (goal {GOAL_ROWS_PER_SECOND:,}); "
         f"worst p99 of a pull's pages {p99:.0f} ms (goal {GOAL_P99_MS}); with include=customers {with_customers:,.0f} "
