@@ -38,7 +38,8 @@ demo-data: install
 dev: install demo-data
 	@mkdir -p .data $(DAGSTER_HOME); \
 	pids=""; \
-	if [ "$(ACCOUNTS)" != 1 ]; then export AIQ_ACCOUNTS_FILE="$(CURDIR)/.data/aiq_accounts.yaml"; fi; \
+	if [ "$(ACCOUNTS)" != 1 ]; then export AIQ_ACCOUNTS_FILE="$(CURDIR)/.data/aiq_accounts.yaml"; unset PULL_API_KEYS; \
+	  for k in $$(seq 1 $(ACCOUNTS)); do export PULL_API_KEYS_$$k="pull-dev-key-$$k"; done; fi; \
 	if [ "$$AIQ_BASE_URL" = "$(SANDBOX_URL)" ]; then \
 	  $(BIN)/aiq-sandbox --port 8765 --db .data/sandbox.db >> .data/sandbox.log 2>&1 & pids="$$pids $$!"; \
 	  echo "AIQ sandbox on $(SANDBOX_URL) (log: .data/sandbox.log)"; \

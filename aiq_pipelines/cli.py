@@ -24,12 +24,14 @@ def demo_account_port(number: int) -> int:
 def write_demo_accounts(path: Path, stores: int, accounts: int) -> None:
     """An AIQ_ACCOUNTS_FILE that deals the demo's stores out to ``accounts`` local sandboxes in turn (store 1 to
     account 1, store 2 to account 2, ...); account 1 uses AIQ_API_KEY and uid "sandbox", account k AIQ_API_KEY_k and
-    "sandbox-k". Checked by reading it back as the code location will."""
+    "sandbox-k"; account k's pull API keys are in PULL_API_KEYS_k. Checked by reading it back as the code location
+    will."""
     if not 1 <= accounts <= stores:
         raise ValueError(f"--accounts must be between 1 and the number of stores ({stores}), got {accounts}")
     entries = [
         {"name": f"account_{k}", "uid": "sandbox" if k == 1 else f"sandbox-{k}",
          "base_url": f"http://127.0.0.1:{demo_account_port(k)}", "api_key_env": "AIQ_API_KEY" if k == 1 else f"AIQ_API_KEY_{k}",
+         "pull_api_keys_env": f"PULL_API_KEYS_{k}",
          "locations": [f"STORE-{i + 1:02d}" for i in range(stores) if i % accounts == k - 1]}
         for k in range(1, accounts + 1)
     ]
@@ -159,12 +161,9 @@ def _forget_shopper(args: argparse.Namespace) -> int:
 
 
 def _pull_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from aiq_pipelines.pull.server import serve
 
-    from aiq_pipelines.pull.server import build_app
-
-    app = build_app(get_settings())
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    serve(get_settings(), args.host, args.port)
     return 0
 
 
@@ -202,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "pull-api",
         help="serve the pull API (AIQ's option 1) from the sync database",
         description="Serve transactions, customers and inventory to AIQ over HTTP, read-only, from SYNC_DATABASE_URL. "
-                    "Needs PULL_API_KEYS.",
+                    "Needs PULL_API_KEYS, or with AIQ_ACCOUNTS_FILE each account's pull_api_keys_env.",
     )
     pull_cmd.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
     pull_cmd.add_argument("--port", type=int, default=8766, help="port (8766)")

@@ -65,6 +65,11 @@ class AccountSettings(BaseModel):
     locations: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
         (), description="POS location_ids whose sales, shoppers and stock go here."
     )
+    pull_api_keys_env: str | None = Field(
+        None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable holding this account's pull API keys (comma-separated); unset, no key reads "
+                    "this account's records.",
+    )
     default: bool = Field(False, description="Also receives the stores no account lists, and shoppers with no sale.")
     requests_per_second: int | None = Field(None, ge=1, description="This account's limits; AIQ_REQUESTS_* if unset.")
     requests_per_minute: int | None = Field(None, ge=1)
@@ -211,6 +216,10 @@ class Settings(BaseSettings):
         120, ge=0, le=3600, description="The pull API serves records at least this old, so a window is complete."
     )
     pull_api_requests_per_minute: int = Field(600, ge=1, description="The pull API's request budget per key.")
+    pull_api_failed_keys_per_minute: int = Field(
+        10, ge=1, description="Requests with a wrong or missing key one client address may make in a minute; past that "
+        "it gets 429 until the minute has passed.",
+    )
 
     @property
     def pull_api_key_list(self) -> list[str]:

@@ -1,15 +1,18 @@
-"""Benchmark of the pull API's backfill, ``GET /v1/transactions``: ``.venv/bin/python -m bench.pull [--size 100k]``.
+"""Benchmark of the pull API: a year of sales pulled at 1,000 a page. ``.venv/bin/python -m bench.pull``.
 
-Setup, not measured: the size's demo POS (``bench.run.generate``) is staged whole into a sync database of its own,
-``.data/bench/pull-<size>/sync.db``, kept for the next run over the same POS. Then, per repetition, a fresh server
-(``aiq-pipelines pull-api`` under uvicorn, in its own process group) serves a backfill of the whole range
-(``occurred_from``/``occurred_to`` at local midnights), pulled page by page with one ``httpx.Client`` following
-``next_cursor``; every staged transaction must arrive exactly once. Measured per pull: wall time (first request to
-last page parsed), records and pages a second, mean and max page latency (request sent to body read), bytes received,
-the server's CPU seconds and memory: VmRSS after the first page and at the end, and its peak (VmHWM). One more fresh
-server serves a 3-day subrange once, so that its peak can be set beside the whole range's: memory should not grow
-with the range. The table replaces the ``## Pull API`` section at the end of ``bench/RESULTS.md`` (appended when
-absent; the rest of the file is kept byte for byte).
+Setup, not measured: a demo POS of a year (2 stores, 2025-07-01..2026-06-30, about 500,000 sales and their shoppers;
+``.data/bench/pos-year.db``), staged whole into a sync database of its own (``.data/bench/pull-year/sync.db``: the
+sales, every customer, the inventory), both kept for the next run while they match.
+
+Measured, per repetition, on a fresh server (``aiq-pipelines pull-api`` under uvicorn, its own process group):
+- the pull: one ``httpx.Client`` pages ``/v1/transactions?include=customers&limit=1000`` from the start (an incremental
+  pull with no ``updated_since``: every staged sale, the year) following ``next_cursor``; every sale must arrive
+  exactly once and every customer the sales name must come with them. Rows a second (sales with their lines), the
+  latency of every page (request sent to body parsed), and the server's peak RSS (VmHWM);
+- the latency at the first, middle and last page: each of those three pages asked again ``--probes`` times (p50, p99);
+- the floor: the same puller against ``bench.pull_floor`` (one keyset query on the same database and index, the stored
+  records joined as they are) on the same machine.
+The table replaces the ``## Pull API`` section at the end of ``bench/RESULTS.md`` (appended when absent).
 """
 
 from __future__ import annotations
@@ -22,44 +25,60 @@ import os
 import re
 import secrets
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
 import time
 import zoneinfo
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import orjson
 
-from bench.run import DATA, RESULTS, ROOT, SIZES, _free_port, generate, log, machine, wait_until_answering
+from bench.run import DATA, END_DATE, GENERATED_AT, RESULTS, ROOT, _free_port, log, machine, wait_until_answering
 
 TIMEZONE = "America/Denver"
 KEY = "bench-pull-" + secrets.token_hex(8)
-SHORT_DAYS = 3
 HEADING = "## Pull API"
-START_TIMEOUT_SECONDS = 30.0
+YEAR = {"days": 365, "stores": 2, "min_sales": 430, "max_sales": 985}  # about 500,000 sales
+PAGE = 1000
+GOAL_ROWS_PER_SECOND, GOAL_P99_MS = 20_000, 150
 
 
 def local_midnight(day: dt.date) -> dt.datetime:
-    """The start of ``day`` in the stores' time zone, as an aware UTC datetime."""
     return dt.datetime.combine(day, dt.time(), tzinfo=zoneinfo.ZoneInfo(TIMEZONE)).astimezone(dt.UTC)
 
 
-def utc_z(moment: dt.datetime) -> str:
-    return f"{moment.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ}"
+def year_pos() -> tuple[Path, dict]:
+    """The year's demo POS, generated once and kept."""
+    path, marker = DATA / "pos-year.db", DATA / "pos-year.json"
+    if path.exists() and marker.exists() and json.loads(marker.read_text()).get("options") == YEAR:
+        return path, json.loads(marker.read_text())
+    from aiq_pipelines.pos import demo
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    log(f"generating the year's demo POS {YEAR}")
+    summary = demo.generate(f"sqlite:///{path}", demo.DemoOptions(end_date=END_DATE, **YEAR), replace=True,
+                            now=GENERATED_AT)
+    info = {"options": YEAR, "transactions": summary.transactions, "lines": summary.transaction_items,
+            "customers": summary.customers, "first_day": summary.first_day.isoformat(),
+            "last_day": summary.last_day.isoformat()}
+    marker.write_text(json.dumps(info))
+    return path, info
 
 
-def stage(size: str, pos_path: Path, info: dict) -> Path:
-    """The sync database with the POS's whole range of days staged (reused when its marker names the same POS and the
-    same staging layout: one staged by an older version would be measured without this version's indexes)."""
-    from aiq_pipelines.sync.schema import staged_transactions
+def stage(pos_path: Path, info: dict) -> Path:
+    """The sync database with the whole year, every customer and the inventory staged (kept while its marker names
+    the same POS and staging layout)."""
+    from aiq_pipelines.sync.schema import metadata
 
-    work = DATA / f"pull-{size}"
+    work = DATA / "pull-year"
     sync_db, marker = work / "sync.db", work / "staged.json"
-    layout = sorted([*staged_transactions.columns.keys(), *(index.name for index in staged_transactions.indexes)])
+    layout = sorted(f"{table.name}.{name}" for table in metadata.sorted_tables
+                    for name in [*table.columns.keys(), *(index.name for index in table.indexes)])
     expected = {"pos": str(pos_path), **info, "layout": layout}
     if sync_db.exists() and marker.exists() and json.loads(marker.read_text()) == expected:
         return sync_db
@@ -69,138 +88,145 @@ def stage(size: str, pos_path: Path, info: dict) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     for stale in (marker, sync_db, Path(f"{sync_db}-wal"), Path(f"{sync_db}-shm")):
         stale.unlink(missing_ok=True)
-    log(f"staging the {size} POS ({info['first_day']}..{info['last_day']}) into {sync_db}")
-    started = time.monotonic()
-    store = SyncStore(f"sqlite:///{sync_db}", TIMEZONE)
+    log(f"staging the year into {sync_db}")
+    store, source = SyncStore(f"sqlite:///{sync_db}", TIMEZONE), PosSource(f"sqlite:///{pos_path}")
     first, end = dt.date.fromisoformat(info["first_day"]), dt.date.fromisoformat(info["last_day"]) + dt.timedelta(1)
-    report = store.stage_transactions(PosSource(f"sqlite:///{pos_path}"), local_midnight(first), local_midnight(end),
-                                      run_id="bench")
+    store.stage_transactions(source, local_midnight(first), local_midnight(end), run_id="bench")
+    store.stage_personas(source, local_midnight(dt.date(2000, 1, 1)), local_midnight(end), run_id="bench")
+    store.stage_inventory(source, run_id="bench")
     store.engine.dispose()
-    log(f"staged {report.staged:,} transactions in {time.monotonic() - started:.1f} s")
     marker.write_text(json.dumps(expected))
     return sync_db
 
 
-def staged_count(sync_db: Path, start: dt.datetime, end: dt.datetime) -> int:
-    """Staged transactions rung in [start, end) (SQLite holds them as naive UTC text)."""
-    bounds = [f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}" for moment in (start, end)]
-    with contextlib.closing(sqlite3.connect(f"file:{sync_db}?mode=ro", uri=True)) as db:
-        return db.execute("SELECT COUNT(*) FROM staged_transactions WHERE transaction_at >= ? AND transaction_at < ?",
-                          bounds).fetchone()[0]
-
-
 @contextlib.contextmanager
-def server(sync_db: Path, log_path: Path) -> Iterator[tuple[str, int]]:
-    """A fresh pull API over ``sync_db`` on a free loopback port: its base URL and the uvicorn process's pid."""
+def process(command: list[str], env: dict[str, str], log_path: Path, ready: str) -> Iterator[tuple[str, int]]:
+    """A server on a free loopback port, in its own process group: its base URL and pid."""
     port = _free_port()
-    env = {**os.environ, "SYNC_DATABASE_URL": f"sqlite:///{sync_db}", "PULL_API_KEYS": KEY,
-           "PULL_API_SETTLE_SECONDS": "0", "PULL_API_REQUESTS_PER_MINUTE": "1000000", "POS_TIMEZONE": TIMEZONE}
     with log_path.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "aiq_pipelines.cli", "pull-api", "--port", str(port)],
-                                   stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+        child = subprocess.Popen([*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                 cwd=ROOT, start_new_session=True)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        wait_until_answering(process, base_url + "/openapi.json", "the pull API", log_path, START_TIMEOUT_SECONDS)
-        yield base_url, process.pid
+        wait_until_answering(child, base_url + ready, command[2], log_path, 30)
+        yield base_url, child.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
 
 
-def status_mb(pid: int, field: str) -> float:
-    """A memory figure of /proc/<pid>/status (VmRSS, VmHWM) in MB."""
-    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field + ":"))
+def pull_api(sync_db: Path, log_path: Path) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    env = {**os.environ, "SYNC_DATABASE_URL": f"sqlite:///{sync_db}", "PULL_API_KEYS": KEY,
+           "PULL_API_SETTLE_SECONDS": "0", "PULL_API_REQUESTS_PER_MINUTE": "1000000", "POS_TIMEZONE": TIMEZONE}
+    return process([sys.executable, "-m", "aiq_pipelines.cli", "pull-api"], env, log_path, "/openapi.json")
+
+
+def floor(sync_db: Path, log_path: Path) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    return process([sys.executable, "-m", "bench.pull_floor", "--db", str(sync_db)], dict(os.environ), log_path,
+                   "/?limit=1")
+
+
+def peak_mb(pid: int) -> float:
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
     return int(line.split()[1]) / 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU of a process so far, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class Pull:
     label: str
-    days: int
-    records: int
-    latencies: list[float]
+    rows: int
     wall: float
-    received: int
-    server_cpu: float
-    rss_first_mb: float
-    rss_end_mb: float
+    latencies: list[float]
     peak_mb: float
-    held_back: int
+    probes: dict[str, list[float]]
 
     @property
-    def pages(self) -> int:
-        return len(self.latencies)
+    def rate(self) -> float:
+        return self.rows / self.wall
 
 
-def pull(label: str, sync_db: Path, first: dt.date, days: int, limit: int, log_path: Path) -> Pull:
-    """Backfill ``days`` days from ``first`` from a fresh server; every staged transaction of them exactly once."""
-    start, end = local_midnight(first), local_midnight(first + dt.timedelta(days))
-    expected = staged_count(sync_db, start, end)
-    seen: set[str] = set()
-    latencies: list[float] = []
-    records = received = 0
-    rss_first = 0.0
-    with server(sync_db, log_path) as (base_url, pid), \
-            httpx.Client(base_url=base_url, headers={"authorization": f"Bearer {KEY}"}, timeout=120) as client:
-        cpu_before = cpu_seconds(pid)
-        params = {"occurred_from": utc_z(start), "occurred_to": utc_z(end), "limit": str(limit)}
+def percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def run(label: str, base_url: str, pid: int, first: dict[str, str], step: Callable[[dict], dict | None],
+        check: Callable[[list[dict]], int], probes: int) -> Pull:
+    """Page from ``first`` following ``step`` (the next page's parameters, None at the end); then ask the first,
+    middle and last pages again ``probes`` times each."""
+    asked, latencies, bodies = [first], [], []
+    rows = 0
+    with httpx.Client(base_url=base_url, headers={"authorization": f"Bearer {KEY}"}, timeout=120) as client:
         started = time.monotonic()
-        while True:
+        query: dict | None = first
+        while query is not None:
             sent = time.monotonic()
-            response = client.get("/v1/transactions", params=params)
+            body = orjson.loads(client.get("/" if label == "floor" else "/v1/transactions", params=query)
+                                .raise_for_status().content)
             latencies.append(time.monotonic() - sent)
-            if response.status_code != 200:
-                raise RuntimeError(f"{label}: page {len(latencies)} answered {response.status_code}: "
-                                   f"{response.text[:500]}")
-            body = response.json()
-            received += len(response.content)
-            records += len(body["data"])
-            seen.update(tx["transaction_id"] for tx in body["data"])
-            if len(latencies) == 1:
-                rss_first = status_mb(pid, "VmRSS")
-            if body["next_cursor"] is None:
-                break
-            params = {"cursor": body["next_cursor"], "limit": str(limit)}
+            rows += len(body["data"])
+            bodies.append(body)
+            query = step(body)
+            if query is not None:
+                asked.append(query)
         wall = time.monotonic() - started
-        result = Pull(label, days, records, latencies, wall, received, cpu_seconds(pid) - cpu_before, rss_first,
-                      status_mb(pid, "VmRSS"), status_mb(pid, "VmHWM"), body["held_back"])
-    if records != expected or len(seen) != records:
-        raise RuntimeError(f"{label}: {records:,} records ({len(seen):,} distinct) pulled, {expected:,} staged")
-    log(f"{label}: {records:,} records, {result.pages} pages in {wall:.1f} s; peak RSS {result.peak_mb:.0f} MB")
+        check(bodies)
+        positions = {"first": 0, "middle": len(asked) // 2, "last": len(asked) - 1}
+        timed: dict[str, list[float]] = {name: [] for name in positions}
+        for _ in range(probes):
+            for name, index in positions.items():
+                sent = time.monotonic()
+                client.get("/" if label == "floor" else "/v1/transactions", params=asked[index]).raise_for_status()
+                timed[name].append(time.monotonic() - sent)
+        result = Pull(label, rows, wall, latencies, peak_mb(pid), timed)
+    log(f"{label}: {rows:,} sales, {len(latencies)} pages in {wall:.1f} s ({result.rate:,.0f}/s), peak RSS "
+        f"{result.peak_mb:.0f} MB")
     return result
 
 
-def table(size: str, info: dict, limit: int, pulls: list[Pull]) -> str:
-    head = ["pull", "days", "records", "pages", "wall s", "records/s", "pages/s", "page ms (mean / max)", "MB received",
-            "server CPU s", "server RSS MB (first page / end / peak)"]
+def checker(expected: int) -> Callable[[list[dict]], int]:
+    def check(bodies: list[dict]) -> int:
+        seen = [tx["transaction_id"] for body in bodies for tx in body["data"]]
+        if len(seen) != expected or len(set(seen)) != expected:
+            raise RuntimeError(f"{len(seen):,} sales ({len(set(seen)):,} distinct) pulled, {expected:,} staged")
+        for body in bodies:
+            named = {tx["customer_id"] for tx in body["data"] if tx.get("customer_id")}
+            if "customers" in body and named != {c["customer_id"] for c in body["customers"]}:
+                raise RuntimeError("a page's sales name a customer the page does not carry")
+        return len(seen)
+    return check
+
+
+def table(info: dict, api: list[Pull], floors: list[Pull]) -> str:
+    head = ["puller", "sales", "pages", "wall s", "sales/s", "page ms p50 / p99 (all pages)",
+            "first page p50 / p99", "middle page p50 / p99", "last page p50 / p99", "server peak RSS MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for p in pulls:
+
+    def ms(values: Sequence[float]) -> str:
+        return f"{percentile(values, 0.5) * 1000:.0f} / {percentile(values, 0.99) * 1000:.0f}"
+
+    for p in [*api, *floors]:
         lines.append("| " + " | ".join([
-            p.label, str(p.days), f"{p.records:,}", f"{p.pages:,}", f"{p.wall:.1f}", f"{p.records / p.wall:,.0f}",
-            f"{p.pages / p.wall:.1f}", f"{statistics.mean(p.latencies) * 1000:.0f} / {max(p.latencies) * 1000:.0f}",
-            f"{p.received / 1e6:.1f}", f"{p.server_cpu:.1f}",
-            f"{p.rss_first_mb:.0f} / {p.rss_end_mb:.0f} / {p.peak_mb:.0f}",
-        ]) + " |")
-    full = [p for p in pulls if p.label.startswith("full")]
-    short = next(p for p in pulls if p.label == "subrange")
-    peak = statistics.median(p.peak_mb for p in full)
+            p.label, f"{p.rows:,}", f"{len(p.latencies):,}", f"{p.wall:.1f}", f"{p.rate:,.0f}", ms(p.latencies),
+            ms(p.probes["first"]), ms(p.probes["middle"]), ms(p.probes["last"]), f"{p.peak_mb:.0f}"]) + " |")
+    plain = [p for p in api if "include" not in p.label]
+    rate, floor_rate = statistics.median(p.rate for p in plain), statistics.median(p.rate for p in floors)
+    with_customers = statistics.median(p.rate for p in api if "include" in p.label)
+    p99 = max(percentile(p.latencies, 0.99) for p in plain) * 1000
     extra = [
-        f"- the {size} demo POS ({info['transactions']:,} transactions, {info['first_day']}..{info['last_day']}) "
-        f"staged into a sync database of its own; `limit={limit}`, `PULL_API_SETTLE_SECONDS=0`, a fresh server for "
-        "each pull, one `httpx.Client` over loopback; every staged transaction arrived exactly once in every pull",
-        f"- whole range, median of {len(full)}: {statistics.median(p.wall for p in full):.1f} s, "
-        f"{statistics.median(p.records / p.wall for p in full):,.0f} records/s, "
-        f"{statistics.median(p.pages / p.wall for p in full):.1f} pages/s",
-        f"- server peak RSS, whole range / {short.days}-day subrange: {peak / short.peak_mb:.2f} "
-        f"({peak:.0f} MB / {short.peak_mb:.0f} MB)",
-        f"- held_back (quarantined receipts of the window): {max(p.held_back for p in pulls)}",
+        f"- the year's demo POS ({info['transactions']:,} sales with {info['lines']:,} lines, {info['customers']:,} "
+        f"customers, {info['first_day']}..{info['last_day']}) staged into a sync database of its own; "
+        f"`limit={PAGE}`, each pull once without and once with `include=customers` "
+        "(each page then carries the customers its sales name), "
+        "`PULL_API_SETTLE_SECONDS=0`, a fresh server for each repetition (the plain pull, then the one with "
+        "customers), one `httpx.Client` over loopback; every staged "
+        "sale arrived exactly once in every pull (with include, with every customer it names)",
+        f"- pull API, median of {len(plain)}: {rate:,.0f} sales/s with their lines (goal {GOAL_ROWS_PER_SECOND:,}); "
+        f"worst p99 of a pull's pages {p99:.0f} ms (goal {GOAL_P99_MS}); with include=customers {with_customers:,.0f} "
+        "sales/s",
+        f"- floor (`bench.pull_floor`: one keyset query, the stored records joined as they are), median of "
+        f"{len(floors)}: {floor_rate:,.0f} sales/s; pull API / floor: {rate / floor_rate:.2f} of the floor's rate",
     ]
     return "\n".join([*lines, "", *extra])
 
@@ -209,8 +235,7 @@ def write_section(body: str, command: str) -> None:
     """Replace the ``## Pull API`` section (to the end of the file) of bench/RESULTS.md, or append it."""
     text = RESULTS.read_bytes().decode() if RESULTS.exists() else ""
     found = re.search(rf"^{re.escape(HEADING)}", text, re.MULTILINE)
-    head = text[:found.start()] if found else text + ("" if text.endswith("\n\n") or not text else
-                                                       "\n" if text.endswith("\n") else "\n\n")
+    head = text[:found.start()] if found else text.rstrip("\n") + "\n\n"
     section = (f"{HEADING}\n\nProduced by `{command}` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.\n"
                f"Machine: {machine()}.\n\n{body}\n")
     RESULTS.write_bytes((head + section).encode())
@@ -218,25 +243,28 @@ def write_section(body: str, command: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pull", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", default="100k", choices=list(SIZES), help="the demo POS (%(default)s)")
-    parser.add_argument("--limit", type=int, default=1000, help="records a page, 1-1000 (%(default)s)")
-    parser.add_argument("--repeat", type=int, default=3, help="pulls of the whole range (%(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="pulls of the year by each puller (%(default)s)")
+    parser.add_argument("--probes", type=int, default=50, help="requests of each probed page (%(default)s)")
     parser.add_argument("--no-write", action="store_true", help="print the table without writing bench/RESULTS.md")
     args = parser.parse_args(argv)
-    if not 1 <= args.limit <= 1000 or args.repeat < 1:
-        parser.error("--limit takes 1-1000 and --repeat at least 1")
-    pos_path, info = generate(args.size)
-    sync_db = stage(args.size, pos_path, info)
-    first, last = dt.date.fromisoformat(info["first_day"]), dt.date.fromisoformat(info["last_day"])
-    days = (last - first).days + 1
-    if days > 31:
-        parser.error(f"the {args.size} POS spans {days} days; a backfill call covers at most 31")
-    middle = first + dt.timedelta((days - SHORT_DAYS) // 2)
+    pos_path, info = year_pos()
+    sync_db = stage(pos_path, info)
     logs = sync_db.parent
-    pulls = [pull("subrange", sync_db, middle, min(SHORT_DAYS, days), args.limit, logs / "server-subrange.log")]
-    pulls += [pull(f"full {rep + 1}", sync_db, first, days, args.limit, logs / f"server-full-{rep + 1}.log")
-              for rep in range(args.repeat)]
-    body = table(args.size, info, args.limit, pulls)
+    check = checker(info["transactions"])
+    api, floors = [], []
+    for rep in range(args.repeat):
+        with pull_api(sync_db, logs / f"server-{rep + 1}.log") as (base_url, pid):
+            for include in ({}, {"include": "customers"}):
+                api.append(run("pull API" + (", include=customers" if include else ""), base_url, pid,
+                               {"limit": str(PAGE), **include},
+                               lambda body, include=include: None if body["next_cursor"] is None else
+                               {"cursor": body["next_cursor"], "limit": str(PAGE), **include},
+                               check, args.probes))
+        with floor(sync_db, logs / f"floor-{rep + 1}.log") as (base_url, pid):
+            floors.append(run("floor", base_url, pid, {"limit": str(PAGE)},
+                              lambda body: None if body["next"] is None else {"after": body["next"], "limit": str(PAGE)},
+                              check, args.probes))
+    body = table(info, api, floors)
     print(body)
     if not args.no_write:
         write_section(body, "python -m bench.pull " + " ".join(argv if argv is not None else sys.argv[1:]))

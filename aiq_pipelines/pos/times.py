@@ -6,6 +6,7 @@ The sync database stores naive UTC datetimes; partitions and AIQ's ``transaction
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zoneinfo
 from collections.abc import Iterable
 from typing import Any
@@ -98,13 +99,22 @@ class BusinessCalendar:
 
 def rfc3339(value: dt.datetime) -> str:
     """``value`` (naive means UTC) in UTC as RFC 3339 with ``Z``; microseconds only when it has some."""
-    utc = naive_utc(value)
-    return utc.isoformat(timespec="microseconds" if utc.microsecond else "seconds") + "Z"
+    return (value if value.tzinfo is None else naive_utc(value)).isoformat() + "Z"
+
+
+# The one timestamp form the project accepts from outside: RFC 3339's date-time with T, seconds, an optional fraction of
+# up to six digits and Z or a ±HH:MM offset. fromisoformat alone also takes week dates, the basic format, a space for T
+# and missing offsets, so the text is matched first and only then handed to it for the calendar's own checks.
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})")
 
 
 def parse_rfc3339(text: str) -> dt.datetime:
-    """An RFC 3339 timestamp (``Z`` or an offset required) as an aware UTC datetime; ValueError otherwise."""
-    value = dt.datetime.fromisoformat(text.strip())
-    if value.tzinfo is None:
-        raise ValueError("needs a UTC offset or Z")
-    return value.astimezone(dt.UTC)
+    """An RFC 3339 timestamp as an aware UTC datetime: ``YYYY-MM-DDTHH:MM:SS``, an optional fraction of 1-6 digits, and
+    ``Z`` or an offset ``±HH:MM``; nothing before or after it. ValueError for anything else, a date that does not exist,
+    or an instant outside years 1-9999 in UTC."""
+    if not isinstance(text, str) or _RFC3339.fullmatch(text) is None:
+        raise ValueError("expected an RFC 3339 timestamp such as 2026-06-10T18:00:00Z")
+    try:
+        return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("the instant lies outside years 1-9999 in UTC") from None

@@ -1,4 +1,7 @@
-"""Opaque page cursors: the window a pull started with and the last row served, signed so a changed one is refused."""
+"""Opaque page cursors: the window a pull started with and the last row served, signed so a changed one is refused.
+
+Each account's cursors are signed with a secret of its own, so a cursor is good only with a key of the account that was
+given it."""
 
 from __future__ import annotations
 
@@ -39,7 +42,11 @@ class CursorSigner:
 
     def decode(self, text: str, endpoint: str) -> Cursor:
         body, _, tag = text.partition(".")
-        if not tag or not hmac.compare_digest(tag, self._tag(body.encode())):
+        try:
+            signed = hmac.compare_digest(tag.encode("ascii"), self._tag(body.encode("ascii")).encode())
+        except UnicodeEncodeError:
+            signed = False
+        if not tag or not signed:
             raise CursorError("cursor: not a cursor this service issued, or it was changed; pass next_cursor as given")
         try:
             data = json.loads(base64.urlsafe_b64decode(body.encode()))

@@ -10,6 +10,12 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+class Error(BaseModel):
+    """Every refusal: what was wrong, naming the parameter (never the value given) and what it expects."""
+
+    error: str
+
+
 class Location(BaseModel):
     location_id: str
     name: str
@@ -72,9 +78,12 @@ class Customer(BaseModel):
     state: str | None
     zip: str | None
     loyalty: bool
-    created_at: str
-    updated_at: str = Field(description="When this version reached the sync database: the watermark's clock.")
-    extracted_at: str
+    created_at: str | None = Field(description="When the customer was created in the POS; null for a customer included "
+                                               "with a sale whose own record the extract has not staged.")
+    updated_at: str | None = Field(description="When this version reached the sync database: the watermark's clock; "
+                                               "null for a customer included with a sale as that sale's extract staged "
+                                               "them.")
+    extracted_at: str = Field(description="When this version was read from the POS.")
 
 
 class InventoryItem(BaseModel):
@@ -112,6 +121,9 @@ class Page(BaseModel):
 
 class TransactionPage(Page):
     data: list[Transaction]
+    customers: list[Customer] | None = Field(
+        None, description="With include=customers: every customer this page's sales name, once, in their newest "
+                          "staged version; absent otherwise.")
 
 
 class CustomerPage(Page):

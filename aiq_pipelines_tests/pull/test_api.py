@@ -16,7 +16,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.sync.mapping import normalize_email, normalize_phone
 from aiq_pipelines.sync.store import SyncStore
 from aiq_pipelines_tests.support.days import DENVER
@@ -35,16 +34,6 @@ def pos_rows(pos_url: str, sql: str, **params) -> list[dict]:
 
 def money(value) -> Decimal:
     return Decimal(str(value))
-
-
-@pytest.fixture(scope="module")
-def demo_day(demo_pos_url, tmp_path_factory) -> str:
-    """A sync database holding the demo POS's sales of 2026-03-08..10 and every customer, as the extract stages them."""
-    sync_url = f"sqlite:///{tmp_path_factory.mktemp('pull') / 'sync.db'}"
-    store = stage_days(demo_pos_url, sync_url, DAY - dt.timedelta(days=1), DAY + dt.timedelta(days=1), "r1")
-    store.stage_personas(PosSource(demo_pos_url), local_midnight(dt.date(2000, 1, 1)),
-                         local_midnight(dt.date(2026, 11, 26)), run_id="r1")
-    return sync_url
 
 
 def test_a_days_transactions_come_back_field_exact_with_cost_and_margin(demo_pos_url, demo_day, pull_server_factory):

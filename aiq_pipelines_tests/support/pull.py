@@ -67,11 +67,12 @@ class PullServer:
 
 def start_pull_server(sync_url: str, log_path: Path, **settings: Any) -> PullServer:
     """``aiq-pipelines pull-api`` on a free port over ``sync_url``; ``settings`` are PULL_API_* and other variables
-    by their lower-case names (``settle_seconds=0``)."""
+    by their lower-case names (``settle_seconds=0``) or upper-case ones; a setting given as None is left unset."""
     port = free_port()
     env = {**os.environ, "SYNC_DATABASE_URL": sync_url, "PULL_API_KEYS": f"{KEY}, {OTHER_KEY}",
            "PULL_API_SETTLE_SECONDS": "0", "PYTHONUNBUFFERED": "1"}
     env.update({(k if k.isupper() else f"PULL_API_{k.upper()}"): str(v) for k, v in settings.items()})
+    env = {k: v for k, v in env.items() if v != "None"}  # a setting given as None is left unset
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "aiq_pipelines.cli", "pull-api", "--port", str(port)],
@@ -136,3 +137,27 @@ def everything_served(sync_url: str) -> str:
         return answers
 
     return json.dumps(asyncio.run(pull()), ensure_ascii=False)
+
+
+# Two accounts for the pull keys' tests: colorado holds the Denver store, arizona (the default) the Phoenix one.
+ACCOUNT_KEYS = {"colorado": ("pull-colorado-key-1", "pull-colorado-key-2"), "arizona": ("pull-arizona-key-1",)}
+
+
+def write_accounts_file(path: Path, **extra: dict[str, Any]) -> Path:
+    """An AIQ_ACCOUNTS_FILE of the two accounts, each naming PULL_KEYS_<NAME> as its pull keys' variable."""
+    import yaml
+
+    accounts = [
+        {"name": "colorado", "uid": "co", "api_key_env": "AIQ_KEY_CO", "locations": ["STORE-01"],
+         "pull_api_keys_env": "PULL_KEYS_COLORADO", **extra.get("colorado", {})},
+        {"name": "arizona", "uid": "az", "api_key_env": "AIQ_KEY_AZ", "locations": ["STORE-PHX"], "default": True,
+         "pull_api_keys_env": "PULL_KEYS_ARIZONA", **extra.get("arizona", {})},
+    ]
+    path.write_text(yaml.safe_dump({"accounts": accounts}))
+    return path
+
+
+def account_settings(accounts_file: Path) -> dict[str, Any]:
+    """The server's environment for the two accounts: the file, each account's keys, and no PULL_API_KEYS."""
+    return {"AIQ_ACCOUNTS_FILE": accounts_file, "PULL_API_KEYS": None,
+            **{f"PULL_KEYS_{name.upper()}": ",".join(keys) for name, keys in ACCOUNT_KEYS.items()}}
