@@ -24,7 +24,6 @@ SENSOR_INTERVAL_SECONDS = 5
 LOAD_TIMEOUT_SECONDS = 90
 RUN_TIMEOUT_SECONDS = 90
 DEMO_END = dt.date(2026, 3, 10)
-DAILY_ASSETS = ["pos_transactions", "pos_personas", "aiq_personas", "aiq_sales"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -130,7 +129,9 @@ def test_a_backfill_through_graphql_then_a_new_sale_through_the_sensor(tmp_path,
         launched = dagster.query(
             """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
                 __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
-            params={"assetSelection": [{"path": [asset]} for asset in DAILY_ASSETS],
+            # As the docs say: Jobs > daily_sync > Partitions > Launch backfill, so its run is daily_sync's.
+            params={"selector": {"partitionSetName": "daily_sync_partition_set", "repositorySelector": {
+                        "repositoryName": "__repository__", "repositoryLocationName": location}},
                     "partitionNames": [day.isoformat() for day in days]},
         )["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
@@ -146,6 +147,7 @@ def test_a_backfill_through_graphql_then_a_new_sale_through_the_sensor(tmp_path,
         assert status == "COMPLETED_SUCCESS", f"backfill ended {status}:\n{dagster.log_tail()}"
         [backfill_run] = dagster.runs(**{"dagster/backfill": launched["backfillId"]})
         assert backfill_run["status"] == "SUCCESS", "a range of days is one run"
+        assert backfill_run["jobName"] == "daily_sync", "the run shows under the job that says what it does"
 
         received = {sale["pos_id"] for sale in sandbox.state()["sales"]}
         expected = deliverable_sales(pos_url, sync_url, days[0], days[-1])
@@ -193,4 +195,5 @@ def test_a_backfill_through_graphql_then_a_new_sale_through_the_sensor(tmp_path,
         runs = wait_for("both runs of today ending", finished_sensor_runs, RUN_TIMEOUT_SECONDS)
         first, second = runs[first_run["runId"]], runs[second_run["runId"]]
         assert first["status"] == second["status"] == "SUCCESS"
+        assert first["jobName"] == second["jobName"] == "daily_sync"
         assert second["startTime"] >= first["endTime"], "runs of the same partition queue, never overlap"

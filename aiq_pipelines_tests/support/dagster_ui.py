@@ -56,7 +56,7 @@ class Dagster:
     def runs(self, **tags: str) -> list[dict]:
         data = self.query(
             """query($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {
-                runId status creationTime startTime endTime tags { key value } } } } }""",
+                runId jobName status creationTime startTime endTime tags { key value } } } } }""",
             filter={"tags": [{"key": key, "value": value} for key, value in tags.items()]},
         )
         return data["runsOrError"]["results"]
