@@ -70,7 +70,6 @@ class Stack:
 
     def __init__(self) -> None:
         self.services: list[Service] = []
-        self.stopping = False
 
     def start(self, name: str, argv: Sequence[str], log: Path | None, env: dict[str, str]) -> None:
         output = log.open("ab") if log is not None else None
@@ -92,7 +91,6 @@ class Stack:
 
     def stop(self) -> None:
         """SIGINT to every service's process group, then SIGKILL to what is left once ``STOP_SECONDS`` have passed."""
-        self.stopping = True
         for service in self.services:
             service.known |= descendants(service.process.pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -55,7 +55,10 @@ def test_make_dev_starts_without_a_warning_and_stops_whole_on_a_signal(tmp_path,
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / ".dagster" / "dagster.yaml", home / "dagster.yaml")
-    ports = {"PORT": free_port(), "PULL_PORT": free_port(), "sandbox": free_port()}
+    chosen: set[int] = set()
+    while len(chosen) < 3:  # three different ones: a port just probed may be handed out again
+        chosen.add(free_port())
+    ports = dict(zip(("PORT", "PULL_PORT", "sandbox"), sorted(chosen), strict=True))
     env = {**os.environ, "DAGSTER_HOME": str(home), "DATA_DIR": str(data_dir), "PORT": str(ports["PORT"]),
            "PULL_PORT": str(ports["PULL_PORT"]), "AIQ_BASE_URL": f"http://127.0.0.1:{ports['sandbox']}"}
     log_path = tmp_path / "make-dev.log"

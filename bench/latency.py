@@ -48,7 +48,10 @@ class Dev:
     """``make dev`` in its own process group, and what it serves."""
 
     def __init__(self, work: Path):
-        self.ports = {"PORT": _free_port(), "PULL_PORT": _free_port(), "sandbox": _free_port()}
+        ports: set[int] = set()
+        while len(ports) < 3:  # three different ones: a port just probed may be handed out again
+            ports.add(_free_port())
+        self.ports = dict(zip(("PORT", "PULL_PORT", "sandbox"), sorted(ports), strict=True))
         home, self.data = work / "dagster_home", work / "data"
         home.mkdir()
         shutil.copy(ROOT / ".dagster" / "dagster.yaml", home / "dagster.yaml")
