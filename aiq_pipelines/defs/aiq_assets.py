@@ -39,7 +39,7 @@ from aiq_pipelines.sync.push import Pusher
 from aiq_pipelines.sync.reports import PushDay, PushReport
 
 _PUSH = {"group_name": "aiq", "kinds": {"api", "python"}, "owners": OWNERS, "tags": AIQ_TAGS}
-# The change sensor syncs the day within minutes and the nightly reconciliation re-syncs yesterday: a push asset
+# The change sensor syncs the day within minutes and reconcile_finished_days re-syncs yesterday: a push asset
 # older than this has stopped syncing.
 SALES_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26), warn_window=dt.timedelta(hours=2))
 INVENTORY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=6), warn_window=dt.timedelta(hours=2))
@@ -237,7 +237,7 @@ def _for_account(name: str, accounts: int) -> str:
 
 def _push_day(
     context: dg.AssetExecutionContext, account: _Account, start: dt.datetime, end: dt.datetime
-) -> Iterator[dg.MaterializeResult]:
+) -> Iterator[_Daily]:
     """One account's day: its personas, then its sales (not when a persona was not delivered)."""
     selected, keys, aiq = context.selected_asset_keys, account.assets, account.resource(context)
     with aiq.open_client() as client:
