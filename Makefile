@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 SANDBOX_URL := http://127.0.0.1:8765
 
-export DAGSTER_HOME := $(CURDIR)/.dagster
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+# Where the demo POS, the sync database and the services' logs live; ports of the UI and the pull API.
+DATA_DIR ?= .data
+export AIQ_PIPELINES_DATA_DIR := $(DATA_DIR)
+PORT ?= 3000
+PULL_PORT ?= 8766
 # Local development talks to the sandbox with a throwaway key; set these in the environment (or .env) for AIQ's lab.
 export AIQ_BASE_URL ?= $(SANDBOX_URL)
 export AIQ_API_KEY ?= sandbox-dev-key
@@ -15,7 +20,7 @@ export PULL_API_KEYS ?= pull-dev-key
 ACCOUNTS ?= 1
 # `make dev DROP=1`: sync the demo from a drop folder of CSV files (.data/drop) instead of its database.
 ifeq ($(DROP),1)
-export POS_DROP_DIR ?= $(CURDIR)/.data/drop
+export POS_DROP_DIR ?= $(abspath $(DATA_DIR))/drop
 endif
 
 .PHONY: dev test install demo-data sandbox clean bench bench-pull
@@ -34,30 +39,19 @@ demo-data: install
 	$(BIN)/aiq-pipelines demo-data --if-absent $(if $(filter-out 1,$(ACCOUNTS)),--accounts $(ACCOUNTS)) \
 	  $(if $(POS_DROP_DIR),--csv "$(POS_DROP_DIR)" --days 14)
 
-# Starts the sandbox (only when the pipeline points at it) and the pull API next to `dagster dev`; all stop with Ctrl-C.
+# The sandbox (only when the pipeline points at one), the pull API and `dg dev`, all stopped by one Ctrl-C or SIGTERM
+# (aiq_pipelines/devstack.py). The demo runs its automation from the start and looks at the POS every 5 seconds;
+# production keeps the defaults (everything stopped until the operator turns it on, a look a minute).
+dev: export AUTOMATION_DEFAULT_STATUS ?= running
+dev: export SENSOR_INTERVAL_SECONDS ?= 5
 dev: install demo-data
-	@mkdir -p .data $(DAGSTER_HOME); \
-	pids=""; \
-	if [ "$(ACCOUNTS)" != 1 ]; then export AIQ_ACCOUNTS_FILE="$(CURDIR)/.data/aiq_accounts.yaml"; unset PULL_API_KEYS; \
-	  for k in $$(seq 1 $(ACCOUNTS)); do export PULL_API_KEYS_$$k="pull-dev-key-$$k"; done; fi; \
-	if [ "$$AIQ_BASE_URL" = "$(SANDBOX_URL)" ]; then \
-	  $(BIN)/aiq-sandbox --port 8765 --db .data/sandbox.db >> .data/sandbox.log 2>&1 & pids="$$pids $$!"; \
-	  echo "AIQ sandbox on $(SANDBOX_URL) (log: .data/sandbox.log)"; \
-	  for k in $$(seq 2 $(ACCOUNTS)); do \
-	    port=$$((8765 + 10 * (k - 1))); export AIQ_API_KEY_$$k="sandbox-dev-key-$$k"; \
-	    AIQ_API_KEY="sandbox-dev-key-$$k" $(BIN)/aiq-sandbox --port $$port --uid sandbox-$$k \
-	      --db .data/sandbox-$$k.db >> .data/sandbox-$$k.log 2>&1 & pids="$$pids $$!"; \
-	    echo "AIQ sandbox of account_$$k on http://127.0.0.1:$$port (log: .data/sandbox-$$k.log)"; \
-	  done; \
-	fi; \
-	$(BIN)/aiq-pipelines pull-api --port 8766 >> .data/pull-api.log 2>&1 & pids="$$pids $$!"; \
-	echo "pull API on http://127.0.0.1:8766 (docs: /docs, key: PULL_API_KEYS, log: .data/pull-api.log)"; \
-	trap 'kill $$pids 2>/dev/null' EXIT; \
-	$(BIN)/dagster dev -w workspace.yaml -p 3000
+	@mkdir -p "$(DATA_DIR)" "$(DAGSTER_HOME)"
+	exec $(BIN)/aiq-pipelines dev --port $(PORT) --pull-port $(PULL_PORT) --accounts $(ACCOUNTS)
 
-# The linter first (a second), then the suite.
+# The linter first (a second), then the code location's check as Dagster's own CLI makes it, then the suite.
 test: install
 	$(BIN)/ruff check .
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 	$(BIN)/pytest
 
 # Benchmarks (not part of `make test`): prints one table and writes bench/RESULTS.md; BENCH_ARGS="--sizes 10k" etc.

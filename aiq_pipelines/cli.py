@@ -160,6 +160,48 @@ def _forget_shopper(args: argparse.Namespace) -> int:
     return ERASED_BUT_STILL_HELD if erasure.still_in else 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    """``make dev``: the local sandbox(es) when AIQ_BASE_URL points at one, the pull API and ``dg dev``, until Ctrl-C."""
+    import os
+
+    from aiq_pipelines import devstack
+
+    settings = get_settings()
+    env = {**os.environ, "VIRTUAL_ENV": sys.prefix}
+    if "POS_START_DATE" not in os.environ:  # the demo's first day, read from the POS at each start: it cannot drift
+        first = devstack.first_sale_day(settings.pos_database_url, settings.pos_timezone)
+        if first is not None:
+            env["POS_START_DATE"] = first.isoformat()
+    bin_dir = Path(sys.executable).parent
+    services: list[tuple[str, list[str], Path | None]] = []
+    pull_keys = "PULL_API_KEYS"
+    if args.accounts > 1:  # each demo account reads the pull API with its own key; a key for all would be refused
+        env["AIQ_ACCOUNTS_FILE"] = str(DEMO_ACCOUNTS_FILE.resolve())
+        env.pop("PULL_API_KEYS", None)
+        for k in range(1, args.accounts + 1):
+            env.setdefault(f"PULL_API_KEYS_{k}", f"pull-dev-key-{k}")
+        pull_keys = f"PULL_API_KEYS_1..{args.accounts}"
+    base = settings.aiq_base_url
+    if base.startswith("http://127.0.0.1:"):
+        for k in range(1, args.accounts + 1):
+            port = int(base.rsplit(":", 1)[1]) if k == 1 else demo_account_port(k)
+            suffix = "" if k == 1 else f"-{k}"
+            key = env["AIQ_API_KEY"] if k == 1 else env.setdefault(f"AIQ_API_KEY_{k}", f"sandbox-dev-key-{k}")
+            uid = settings.aiq_uid if k == 1 else f"sandbox{suffix}"
+            services.append((f"AIQ sandbox{suffix}", [
+                str(bin_dir / "aiq-sandbox"), "--port", str(port), "--uid", uid, "--api-key", key,
+                "--db", str(DATA_DIR / f"sandbox{suffix}.db")], DATA_DIR / f"sandbox{suffix}.log"))
+            print(f"AIQ sandbox{suffix} on http://127.0.0.1:{port} (log: {DATA_DIR / f'sandbox{suffix}.log'})")
+    services.append(("pull API", [str(bin_dir / "aiq-pipelines"), "pull-api", "--port", str(args.pull_port)],
+                     DATA_DIR / "pull-api.log"))
+    print(f"pull API on http://127.0.0.1:{args.pull_port} (docs: /docs, key: {pull_keys}, log: "
+          f"{DATA_DIR / 'pull-api.log'})")
+    services.append(("dg dev", [str(bin_dir / "dg"), "dev", "--host", "127.0.0.1", "--port", str(args.port)], None))
+    print(f"Dagster UI on http://127.0.0.1:{args.port} (POS_START_DATE {env.get('POS_START_DATE', 'default')}); "
+          "Ctrl-C stops everything", flush=True)
+    return devstack.run(devstack.Stack(), services, env)
+
+
 def _pull_api(args: argparse.Namespace) -> int:
     from aiq_pipelines.pull.server import serve
 
@@ -226,9 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     forget_cmd.add_argument("customer_id", metavar="CUSTOMER_ID", help="the shopper's POS key (AIQ's pos_user)")
     forget_cmd.add_argument("--by", default=None, help="who asked, for the record (default: the OS user and host)")
+    dev_cmd = commands.add_parser(
+        "dev",
+        help="what make dev runs: the AIQ sandbox, the pull API and dg dev, all stopped by one Ctrl-C",
+        description="Start the local AIQ sandbox(es) (when AIQ_BASE_URL is one on 127.0.0.1), the pull API and "
+                    "Dagster (dg dev), and stop them all on Ctrl-C or SIGTERM. POS_START_DATE, unless set, is the POS's "
+                    "first sale day.",
+    )
+    dev_cmd.add_argument("--port", type=int, default=3000, help="the Dagster UI's port (3000)")
+    dev_cmd.add_argument("--pull-port", type=int, default=8766, help="the pull API's port (8766)")
+    dev_cmd.add_argument("--accounts", type=int, default=1, help="demo AIQ accounts, one sandbox each (1)")
     args = parser.parse_args(argv)
     commands_run = {"pull-api": _pull_api, "demo-data": _demo_data, "preview": _preview,
-                    "forget-shopper": _forget_shopper}
+                    "forget-shopper": _forget_shopper, "dev": _dev}
     try:
         return commands_run[args.command](args)
     except (SettingsError, ValueError) as exc:

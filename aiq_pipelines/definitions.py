@@ -7,8 +7,8 @@ from aiq_pipelines.defs.automation import (
     daily_sync,
     inventory_sync,
     inventory_sync_schedule,
-    nightly_reconciliation,
     pos_change_sensor,
+    reconcile_finished_days,
 )
 from aiq_pipelines.defs.drops import drop_definitions
 from aiq_pipelines.defs.dry_run import daily_sync_dry_run
@@ -17,8 +17,8 @@ from aiq_pipelines.defs.ops import (
     alert_on_run_failure,
     build_check_alerts,
     build_retry_job,
-    quarantine_after_sync,
-    quarantine_report,
+    quarantine_change_sensor,
+    refresh_quarantine,
     sync_quarantine,
 )
 from aiq_pipelines.defs.partitions import settings
@@ -35,17 +35,16 @@ alerts = [] if settings.alert_webhook_url is None else [
     build_check_alerts([key for asset in pipeline for key in asset.check_keys], [*aiq_push.keys, *aiq_inventory.keys]),
 ]
 
-# Each asset links to its source file in the UI. In production, dg.link_code_references_to_git turns the links into
-# URLs of the deployed commit (see docs/production.md).
 resources = build_resources(settings)
-retry_quarantined = build_retry_job([pos_transactions, pos_personas, aiq_push], resources)
+# Its runs are daily_sync's, resolved with its resources once the code location has loaded.
+retry_quarantined = build_retry_job(lambda: defs.resolve_job_def(daily_sync.name))
 forget_shopper = build_forget_job(with_drop_folder=settings.pos_drop_dir is not None)
 
 defs = dg.Definitions(
-    assets=dg.with_source_code_references(pipeline),
-    jobs=[daily_sync, daily_sync_dry_run, inventory_sync, quarantine_report, retry_quarantined, forget_shopper,
+    assets=pipeline,
+    jobs=[daily_sync, daily_sync_dry_run, inventory_sync, refresh_quarantine, retry_quarantined, forget_shopper,
           *drops["jobs"]],
-    schedules=[inventory_sync_schedule, nightly_reconciliation],
-    sensors=[*(drops["sensors"] or [pos_change_sensor]), quarantine_after_sync, *alerts],
+    schedules=[inventory_sync_schedule, reconcile_finished_days],
+    sensors=[*(drops["sensors"] or [pos_change_sensor]), quarantine_change_sensor, *alerts],
     resources=resources,
 )

@@ -12,7 +12,7 @@ import functools
 import os
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -208,6 +208,10 @@ class Settings(BaseSettings):
 
     sensor_interval_seconds: int = Field(60, ge=5)
     inventory_sync_cron: str = Field("0 * * * *")
+    automation_default_status: Literal["running", "stopped"] = Field(
+        "stopped", description="Whether the sensors and schedules start running on a fresh Dagster instance; a switch "
+        "the operator turns in the UI wins from then on. make dev sets running.",
+    )
 
     pull_api_keys: SecretStr | None = Field(
         None, description="The pull API's keys, separated by commas; the service refuses to start without one."

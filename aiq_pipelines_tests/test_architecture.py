@@ -25,7 +25,8 @@ ALLOWED = {
     "settings": {"db", "pos", "aiq"},
     "pull": {"db", "pos", "sync", "settings"},
     "defs": {"db", "pos", "aiq", "sync", "settings"},
-    "cli": {"db", "pos", "aiq", "sync", "settings", "defs", "pull"},
+    "devstack": {"db", "pos"},
+    "cli": {"db", "pos", "aiq", "sync", "settings", "defs", "pull", "devstack"},
     "definitions": {"db", "pos", "aiq", "sync", "settings", "defs"},
 }
 

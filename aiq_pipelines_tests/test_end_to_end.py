@@ -9,14 +9,13 @@ import subprocess
 import sys
 import time
 import zoneinfo
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
+from aiq_pipelines_tests.support.dagster_ui import Dagster, wait_for
 from aiq_pipelines_tests.support.sandbox import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,62 +24,8 @@ SENSOR_INTERVAL_SECONDS = 5
 LOAD_TIMEOUT_SECONDS = 90
 RUN_TIMEOUT_SECONDS = 90
 DEMO_END = dt.date(2026, 3, 10)
-DAILY_ASSETS = ["pos_transactions", "pos_personas", "aiq_personas", "aiq_sales"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def wait_for(what: str, condition: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail saying what never happened."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
-
-
-class Dagster:
-    """``dagster dev`` (webserver and daemon) in its own process group, spoken to over GraphQL."""
-
-    def __init__(self, port: int, process: subprocess.Popen[bytes], log_path: Path):
-        self.url = f"http://127.0.0.1:{port}/graphql"
-        self.process = process
-        self.log_path = log_path
-        self.http = httpx.Client(timeout=30)
-
-    def query(self, query: str, **variables: Any) -> dict:
-        response = self.http.post(self.url, json={"query": query, "variables": variables})
-        response.raise_for_status()
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
-
-    def loaded_location(self) -> str | None:
-        """The code location's name once it has loaded; None before (or if the webserver is not up yet)."""
-        if self.process.poll() is not None:
-            raise AssertionError(f"dagster dev exited with code {self.process.returncode}:\n{self.log_tail()}")
-        with contextlib.suppress(httpx.TransportError, httpx.HTTPStatusError):
-            data = self.query("""{ workspaceOrError { ... on Workspace {
-                locationEntries { name loadStatus locationOrLoadError { __typename ... on PythonError { message } } }
-            } } }""")
-            [entry] = data["workspaceOrError"]["locationEntries"]
-            error = entry["locationOrLoadError"]
-            if error and error["__typename"] == "PythonError":
-                raise AssertionError(f"the code location failed to load: {error['message']}")
-            return entry["name"] if entry["loadStatus"] == "LOADED" else None
-        return None
-
-    def runs(self, **tags: str) -> list[dict]:
-        data = self.query(
-            """query($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {
-                runId status creationTime startTime endTime tags { key value } } } } }""",
-            filter={"tags": [{"key": key, "value": value} for key, value in tags.items()]},
-        )
-        return data["runsOrError"]["results"]
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
 
 
 @contextlib.contextmanager
@@ -184,7 +129,9 @@ def test_a_backfill_through_graphql_then_a_new_sale_through_the_sensor(tmp_path,
         launched = dagster.query(
             """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
                 __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
-            params={"assetSelection": [{"path": [asset]} for asset in DAILY_ASSETS],
+            # As the docs say: Jobs > daily_sync > Partitions > Launch backfill, so its run is daily_sync's.
+            params={"selector": {"partitionSetName": "daily_sync_partition_set", "repositorySelector": {
+                        "repositoryName": "__repository__", "repositoryLocationName": location}},
                     "partitionNames": [day.isoformat() for day in days]},
         )["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
@@ -200,6 +147,7 @@ def test_a_backfill_through_graphql_then_a_new_sale_through_the_sensor(tmp_path,
         assert status == "COMPLETED_SUCCESS", f"backfill ended {status}:\n{dagster.log_tail()}"
         [backfill_run] = dagster.runs(**{"dagster/backfill": launched["backfillId"]})
         assert backfill_run["status"] == "SUCCESS", "a range of days is one run"
+        assert backfill_run["jobName"] == "daily_sync", "the run shows under the job that says what it does"
 
         received = {sale["pos_id"] for sale in sandbox.state()["sales"]}
         expected = deliverable_sales(pos_url, sync_url, days[0], days[-1])
@@ -247,4 +195,5 @@ def test_a_backfill_through_graphql_then_a_new_sale_through_the_sensor(tmp_path,
         runs = wait_for("both runs of today ending", finished_sensor_runs, RUN_TIMEOUT_SECONDS)
         first, second = runs[first_run["runId"]], runs[second_run["runId"]]
         assert first["status"] == second["status"] == "SUCCESS"
+        assert first["jobName"] == second["jobName"] == "daily_sync"
         assert second["startTime"] >= first["endTime"], "runs of the same partition queue, never overlap"

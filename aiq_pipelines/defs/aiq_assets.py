@@ -16,6 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 from aiq_pipelines.aiq.transport import ClientStats
+from aiq_pipelines.defs.figures import add_partition_figures, by_partition, window_bounds
 from aiq_pipelines.defs.keys import (
     AIQ_POOL,
     AIQ_TAGS,
@@ -36,10 +37,11 @@ from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.settings import AccountSettings
 from aiq_pipelines.sync.accounts import StoreScope, hold_unlisted_sales, hold_unplaced_shoppers
 from aiq_pipelines.sync.preview import PreviewPusher, seconds_at_limits
-from aiq_pipelines.sync.push import Pusher, PushReport
+from aiq_pipelines.sync.push import Pusher
+from aiq_pipelines.sync.reports import PushDay, PushReport
 
 _PUSH = {"group_name": "aiq", "kinds": {"api", "python"}, "owners": OWNERS, "tags": AIQ_TAGS}
-# The change sensor syncs the day within minutes and the nightly reconciliation re-syncs yesterday: a push asset
+# The change sensor syncs the day within minutes and reconcile_finished_days re-syncs yesterday: a push asset
 # older than this has stopped syncing.
 SALES_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26), warn_window=dt.timedelta(hours=2))
 INVENTORY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=6), warn_window=dt.timedelta(hours=2))
@@ -58,30 +60,52 @@ def _check_specs(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
+class _Daily(NamedTuple):
+    """A daily push asset's result, and each partition's own figures to record before it (in the step's thread)."""
+
+    result: dg.MaterializeResult
+    partitions: dict[str, dict[str, Any]]
+
+
+def _push_figures(day: PushDay | None) -> dict[str, Any]:
+    """What a push did with one business day's records (or, for the inventory snapshot, with all of them)."""
+    day = day or PushDay()
+    return {
+        "dagster/row_count": day.staged,
+        "staged": day.staged,
+        "sent": day.sent,
+        "unchanged": day.unchanged,
+        "quarantined": day.quarantined,
+        "quarantine_reasons": dg.MetadataValue.md(day.reasons_markdown()),
+    }
+
+
 def _push_result(
     aiq: AiqResource, pusher: Pusher, report: PushReport, stats: ClientStats, quarantine_before: int,
-    undelivered: int, extra: dict[str, Any] | None = None, *, asset_key: dg.AssetKey | None = None,
-) -> dg.MaterializeResult:
+    undelivered: int, *, asset_key: dg.AssetKey, context: dg.AssetExecutionContext | None = None,
+    window: tuple[dt.datetime, dt.datetime] | None = None,
+    day_extra: Callable[[dt.date], dict[str, Any]] | None = None, window_extra: dict[str, Any] | None = None,
+) -> _Daily:
+    """The push's materialization. Given the run's ``context`` and ``window``, a daily asset's: its figures day by
+    day (``defs.figures``), ``day_extra`` giving a day's further figures and ``window_extra`` the window's."""
     quarantine_after = pusher.quarantine_count(report.entity)
     pusher.log.info(f"{report.entity}: {report.sent:,} sent, {report.unchanged:,} unchanged, "
                     f"{report.quarantined:,} quarantined of {report.staged:,} staged, in {stats.requests:,} requests")
     balanced = report.accounted == report.staged
     delivered = balanced and undelivered == 0
-    metadata: dict[str, Any] = {
-        "dagster/row_count": report.staged,
-        "staged": report.staged,
-        "sent": report.sent,
-        "unchanged": report.unchanged,
-        "quarantined": report.quarantined,
-        "aiq_requests": stats.requests,
-        "aiq_retries": stats.retries,
-        "aiq_429s": stats.throttled,
-        "aiq_bytes_sent": stats.bytes_sent,
-        "aiq_account": aiq.uid,
-        "aiq_base_url": aiq.base_url,
-        "quarantine_reasons": dg.MetadataValue.md(report.reasons_markdown()),
-        **(extra or {}),
-    }
+    requests = {"aiq_requests": stats.requests, "aiq_retries": stats.retries, "aiq_429s": stats.throttled,
+                "aiq_bytes_sent": stats.bytes_sent, **(window_extra or {})}
+    common: dict[str, Any] = {"aiq_account": aiq.uid, "aiq_base_url": aiq.base_url}
+    partitions: dict[str, dict[str, Any]] = {}
+    if context is None or window is None:
+        metadata = {**_push_figures(report), **requests, **common}
+    else:
+        common.update(window_bounds(*window))
+
+        def day_figures(day: dt.date) -> dict[str, Any]:
+            return {**_push_figures(report.days.get(day)), **(day_extra(day) if day_extra else {})}
+
+        metadata, partitions = by_partition(context, day_figures, requests, common)
     checks = [
         dg.AssetCheckResult(
             asset_key=asset_key,
@@ -108,7 +132,7 @@ def _push_result(
             ),
         ),
     ]
-    return dg.MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=checks)
+    return _Daily(dg.MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=checks), partitions)
 
 
 def _delivered(result: dg.MaterializeResult) -> bool:
@@ -145,7 +169,7 @@ class _Account:
         return Pusher(sync.store(), client, aiq.account, context.run.run_id, self.log(context), self.scope)
 
 
-_Work = Callable[[], Iterator[dg.MaterializeResult | dg.AssetObservation]]  # a push, or a dry run's report
+_Work = Callable[[], Iterator[Any]]  # a push (_Daily or MaterializeResult), or a dry run's report (AssetObservation)
 _FINISHED = object()
 
 
@@ -154,11 +178,20 @@ class _Failed(NamedTuple):
     error: Exception
 
 
+def _recorded(context: dg.AssetExecutionContext, item: Any) -> Any:
+    """A push's result, once each partition's own figures are added (in the step's thread: see ``_Daily``)."""
+    if not isinstance(item, _Daily):
+        return item
+    add_partition_figures(context, item.result.asset_key, item.partitions)
+    return item.result
+
+
 def _each_account(context: dg.AssetExecutionContext, work: dict[str, _Work]) -> Iterator[Any]:
     """Run each account's push in a thread of its own and yield their results as they come. A failed account fails
     the step once the others are done; with one account, it runs in the step's own thread."""
     if len(work) == 1:
-        yield from next(iter(work.values()))()
+        for item in next(iter(work.values()))():
+            yield _recorded(context, item)
         return
     results: queue.Queue[Any] = queue.Queue()
 
@@ -185,7 +218,7 @@ def _each_account(context: dg.AssetExecutionContext, work: dict[str, _Work]) -> 
             context.log.error(f"[{item.account}] the push to this AIQ account failed: "
                               f"{type(item.error).__name__}: {item.error}")
         else:
-            yield item
+            yield _recorded(context, item)
     for thread in threads:
         thread.join()
     if failures:
@@ -206,31 +239,47 @@ def _for_account(name: str, accounts: int) -> str:
 
 def _push_day(
     context: dg.AssetExecutionContext, account: _Account, start: dt.datetime, end: dt.datetime
-) -> Iterator[dg.MaterializeResult]:
+) -> Iterator[_Daily]:
     """One account's day: its personas, then its sales (not when a persona was not delivered)."""
     selected, keys, aiq = context.selected_asset_keys, account.assets, account.resource(context)
     with aiq.open_client() as client:
         pusher = account.pusher(context, client, aiq)
-        personas_pushed = False
+        personas_pushed, window = False, (start, end)
         if keys.personas in selected:
             before, stats = pusher.quarantine_count(Entity.PERSONA), client.stats
-            report, for_sales = pusher.push_personas(start, end)
-            extra = {"overrides": report.overrides, "personas_for_sales_sent": for_sales.sent,
-                     "personas_for_sales_quarantined": for_sales.quarantined,
-                     **{f"left_out_{k}": v for k, v in sorted(report.member_issues.items())}}
-            result = _push_result(aiq, pusher, report, client.stats.since(stats), before,
-                                  pusher.undelivered(Entity.PERSONA, start, end), extra, asset_key=keys.personas)
-            yield result
-            if not _delivered(result):
+            staged_personas, for_sales = pusher.push_personas(start, end)
+            # The personas the push sent are the window's staged ones and the customers its sales name: both count.
+            report = PushReport(entity=Entity.PERSONA)
+            report.add(staged_personas)
+            report.add(for_sales)
+
+            def persona_extra(day: dt.date) -> dict[str, Any]:
+                figures, of_sales = report.days.get(day, PushDay()), for_sales.days.get(day, PushDay())
+                return {"overrides": figures.overrides, "personas_for_sales_sent": of_sales.sent,
+                        "personas_for_sales_quarantined": of_sales.quarantined}
+
+            daily = _push_result(
+                aiq, pusher, report, client.stats.since(stats), before, pusher.undelivered(Entity.PERSONA, start, end),
+                asset_key=keys.personas, context=context, window=window, day_extra=persona_extra,
+                window_extra={f"left_out_{k}": v for k, v in sorted(report.member_issues.items())},
+            )
+            yield daily
+            if not _delivered(daily.result):
                 return  # Dagster fails the step on the blocking check: the sales wait for their personas
             personas_pushed = True
         if keys.sales in selected:
             before, stats = pusher.quarantine_count(Entity.TRANSACTION), client.stats
-            report, personas = pusher.push_sales(start, end, personas_pushed=personas_pushed)
-            extra = {"voided_unsent": report.voided_unsent, "personas_sent_first": personas.sent,
-                     "personas_quarantined": personas.quarantined}
-            yield _push_result(aiq, pusher, report, client.stats.since(stats), before,
-                               pusher.undelivered(Entity.TRANSACTION, start, end), extra, asset_key=keys.sales)
+            sales, personas = pusher.push_sales(start, end, personas_pushed=personas_pushed)
+
+            def sale_extra(day: dt.date) -> dict[str, Any]:
+                figures, first = sales.days.get(day, PushDay()), personas.days.get(day, PushDay())
+                return {"voided_unsent": figures.voided_unsent, "personas_sent_first": first.sent,
+                        "personas_quarantined": first.quarantined}
+
+            yield _push_result(
+                aiq, pusher, sales, client.stats.since(stats), before, pusher.undelivered(Entity.TRANSACTION, start, end),
+                asset_key=keys.sales, context=context, window=window, day_extra=sale_extra,
+            )
 
 
 class PushConfig(dg.Config):
@@ -304,7 +353,7 @@ def _push_inventory(context: dg.AssetExecutionContext, account: _Account) -> Ite
         report = pusher.push_inventory()
         stats = client.stats
     yield _push_result(aiq, pusher, report, stats, before, pusher.undelivered(Entity.INVENTORY),
-                       asset_key=account.assets.inventory)
+                       asset_key=account.assets.inventory).result
 
 
 def build_push_assets(

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
-from aiq_pipelines.defs.partitions import BUSINESS_TIMEZONE, daily_partitions, settings
+from aiq_pipelines.defs.partitions import BUSINESS_TIMEZONE, SCHEDULE_STATUS, SENSOR_STATUS, daily_partitions, settings
 from aiq_pipelines.defs.pos_assets import pos_inventory, pos_personas, pos_transactions
 from aiq_pipelines.defs.resources import PosDatabase
 from aiq_pipelines.pos.source import PosChange, PosSource
@@ -160,7 +160,9 @@ def _next_tick(source: PosSource, previous: Watermark, first: str, today: str) -
     name="pos_change_sensor",
     target=daily_sync,
     minimum_interval_seconds=settings.sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=SENSOR_STATUS,
+    description="Looks at the POS every SENSOR_INTERVAL_SECONDS and runs daily_sync once for each business day whose "
+    "sales or customers changed: today for new sales, older days for late edits, voids and returns.",
 )
 def pos_change_sensor(context: dg.SensorEvaluationContext, pos: PosDatabase) -> dg.SensorResult | dg.SkipReason:
     """Runs daily_sync for each business day whose POS transactions or customers changed since the last tick.
@@ -185,19 +187,22 @@ inventory_sync_schedule = dg.ScheduleDefinition(
     job=inventory_sync,
     cron_schedule=settings.inventory_sync_cron,  # validated in settings.py
     execution_timezone=daily_partitions.timezone,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
+    default_status=SCHEDULE_STATUS,
     description="Syncs the inventory snapshot to AIQ on INVENTORY_SYNC_CRON (in POS_TIMEZONE).",
 )
 
 
 @dg.schedule(
-    name="nightly_reconciliation",
+    name="reconcile_finished_days",
     target=daily_sync,
     cron_schedule=RECONCILIATION_CRON,
     execution_timezone=daily_partitions.timezone,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
+    default_status=SCHEDULE_STATUS,
+    description="Runs daily_sync once for each business day that has ended (4 h 30 min after midnight in the store "
+    "that closes last), catching anything the change sensor missed; it looks every hour. Unchanged records cost "
+    "no request.",
 )
-def nightly_reconciliation(context: dg.ScheduleEvaluationContext, pos: PosDatabase) -> dg.RunRequest | dg.SkipReason:
+def reconcile_finished_days(context: dg.ScheduleEvaluationContext, pos: PosDatabase) -> dg.RunRequest | dg.SkipReason:
     """Re-syncs each business day once it has ended in every store, catching anything the sensor missed.
 
     It looks every hour and asks for the newest day that ended at least 4 h 30 min ago in the store whose day ends

@@ -21,7 +21,7 @@ from pydantic import Field
 from aiq_pipelines.db.engines import read_only_engine_for
 from aiq_pipelines.defs.automation import daily_sync, inventory_sync
 from aiq_pipelines.defs.keys import CHECK_FILES_READABLE, DROP_FILES_TAG, OWNERS, POS_DROP_FILES, POS_TAGS
-from aiq_pipelines.defs.partitions import daily_partitions, settings
+from aiq_pipelines.defs.partitions import SENSOR_STATUS, daily_partitions, settings
 from aiq_pipelines.defs.resources import DropFolder, SyncDatabase
 from aiq_pipelines.pos.dropfiles import sha256
 from aiq_pipelines.pos.mirror import LoadResult, drop_loads, loads_after
@@ -31,6 +31,7 @@ INVENTORY_KINDS = {"products", "inventory", "locations"}
 _FILES_SCHEMA = dg.TableSchema(columns=[
     dg.TableColumn("file", "string"), dg.TableColumn("kind", "string"), dg.TableColumn("status", "string"),
     dg.TableColumn("rows", "int"), dg.TableColumn("changed", "int"), dg.TableColumn("rejected", "int"),
+    dg.TableColumn("blank", "int"),
     dg.TableColumn("days", "string"),
 ])
 
@@ -78,11 +79,12 @@ def pos_drop_files(
     for result in results:
         if not result.unchanged:
             context.log.info(f"{result.name}: {_status(result)}, {result.rows:,} rows ({result.changed:,} changed), "
-                             f"{result.rejected:,} rejected"
+                             f"{result.rejected:,} rejected, {result.blank:,} blank lines skipped"
                              + (f", days {', '.join(result.days)}" if result.days else ""))
     failed = [r for r in results if r.error]
     table = [dg.TableRecord({"file": r.name, "kind": r.kind, "status": _status(r), "rows": r.rows,
-                             "changed": r.changed, "rejected": r.rejected, "days": ", ".join(r.days)})
+                             "changed": r.changed, "rejected": r.rejected, "blank": r.blank,
+                             "days": ", ".join(r.days)})
              for r in results]
     return dg.MaterializeResult(
         metadata={
@@ -93,6 +95,7 @@ def pos_drop_files(
             "rows_loaded": sum(r.rows for r in results),
             "rows_changed": sum(r.changed for r in results),
             "rows_rejected": sum(r.rejected for r in results),
+            "lines_blank": sum(r.blank for r in results),
         },
         check_results=[dg.AssetCheckResult(
             check_name=CHECK_FILES_READABLE, passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
@@ -154,7 +157,7 @@ def _syncs(url: str, cursor: DropCursor, first: str, today: str) -> list[dg.RunR
         return []
     cursor.synced_through = loads[-1][0]
     files_of_day: dict[str, set[str]] = {}
-    for _, name, _, days in loads:
+    for _, name, _, days, _ in loads:
         for day in days:
             files_of_day.setdefault(day, set()).add(name)
     requests = [
@@ -162,7 +165,8 @@ def _syncs(url: str, cursor: DropCursor, first: str, today: str) -> list[dg.RunR
                       tags={DROP_FILES_TAG: ", ".join(sorted(names))})
         for day, names in sorted(files_of_day.items()) if first <= day <= today
     ]
-    stock = sorted(name for _, name, kind, _ in loads if kind in INVENTORY_KINDS)
+    # Only a load that changed products, stock or stores asks for inventory_sync: a re-export of the same rows does not.
+    stock = sorted(name for _, name, kind, _, changed in loads if kind in INVENTORY_KINDS and changed)
     if stock:
         requests.append(dg.RunRequest(job_name=inventory_sync.name, run_key=f"inventory@drop:{cursor.synced_through}",
                                       tags={DROP_FILES_TAG: ", ".join(stock)}))
@@ -173,7 +177,9 @@ def _syncs(url: str, cursor: DropCursor, first: str, today: str) -> list[dg.RunR
     name="pos_drop_sensor",
     jobs=[drop_intake, daily_sync, inventory_sync],
     minimum_interval_seconds=settings.sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=SENSOR_STATUS,
+    description="Loads each new or changed drop file once it is no longer being written (drop_intake), then runs "
+    "daily_sync for each business day its rows touch, and inventory_sync when products or stock changed.",
 )
 def pos_drop_sensor(context: dg.SensorEvaluationContext, drop: DropFolder) -> dg.SensorResult:
     """Takes in each new or changed drop file once it is no longer being written, then syncs the days it touches.

@@ -1,4 +1,4 @@
-"""The operator's console (group ``ops``): the quarantine as an asset, refreshed after every push, and the alerts that
+"""The operator's console (group ``ops``): the quarantine as an asset, refreshed whenever it changes, and the alerts that
 post failed runs and checks to a webhook.
 
 Everything here shows keys, days, stages, rules and counts, never a phone, an email or a key.
@@ -6,17 +6,26 @@ Everything here shows keys, days, stages, rules and counts, never a phone, an em
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 
 from aiq_pipelines.aiq.redaction import redact_personal_data
-from aiq_pipelines.defs.automation import daily_sync, inventory_sync
-from aiq_pipelines.defs.keys import CHECK_QUARANTINE_AGE, OPS_TAGS, OWNERS, SYNC_QUARANTINE
-from aiq_pipelines.defs.partitions import daily_partitions
+from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
+from aiq_pipelines.defs.keys import (
+    CHECK_QUARANTINE_AGE,
+    OPS_TAGS,
+    OWNERS,
+    POS_DROP_FILES,
+    POS_INVENTORY,
+    POS_PERSONAS,
+    POS_TRANSACTIONS,
+    SYNC_QUARANTINE,
+)
+from aiq_pipelines.defs.partitions import SENSOR_STATUS, daily_partitions, settings
 from aiq_pipelines.defs.resources import AlertWebhook, SyncDatabase
 from aiq_pipelines.pos.times import utc_now
-from aiq_pipelines.sync.held import counts, held_records, shown_reason
+from aiq_pipelines.sync.held import counts, fingerprint, held_records, shown_reason
 
 TABLE_ROWS = 200  # the oldest records shown in the table; the counts cover all of them
 _SCHEMA = dg.TableSchema(columns=[
@@ -26,12 +35,19 @@ _SCHEMA = dg.TableSchema(columns=[
 ])
 
 
+# What fills the quarantine: the extracts, the pushes and, with a drop folder, its intake. As deps they link the table
+# to them in the lineage, and a backfill that includes what is downstream refreshes it after the days it synced.
+_FILLED_BY = [*([POS_DROP_FILES] if settings.pos_drop_dir is not None else []), POS_TRANSACTIONS, POS_PERSONAS,
+              POS_INVENTORY, *aiq_push.keys, *aiq_inventory.keys]
+
+
 @dg.asset(
     key=SYNC_QUARANTINE,
     group_name="ops",
     kinds={"python"},
     owners=OWNERS,
     tags=OPS_TAGS,
+    deps=_FILLED_BY,
     check_specs=[dg.AssetCheckSpec(
         CHECK_QUARANTINE_AGE, asset=SYNC_QUARANTINE,
         description="No record has waited in quarantine longer than QUARANTINE_MAX_AGE_DAYS.",
@@ -40,8 +56,8 @@ _SCHEMA = dg.TableSchema(columns=[
 def sync_quarantine(context: dg.AssetExecutionContext, sync: SyncDatabase) -> dg.MaterializeResult:
     """The records held back now: entity, key, business day, stage, reason, and when each was first and last seen.
 
-    Refreshed after every sync (sensor quarantine_after_sync) and on demand. Counts by stage and by reason are numbers
-    the UI plots over time. Fix a record at the source: the next sync of its day takes it out of the table.
+    Refreshed whenever the quarantine changes (sensor quarantine_change_sensor) and on demand. Counts by stage and by
+    reason are numbers the UI plots over time. Fix a record at the source: the next sync of its day takes it out.
     """
     now = utc_now()
     records = held_records(sync.store().engine, now)
@@ -76,22 +92,30 @@ def sync_quarantine(context: dg.AssetExecutionContext, sync: SyncDatabase) -> dg
     )
 
 
-quarantine_report = dg.define_asset_job(
-    "quarantine_report", selection=[sync_quarantine], executor_def=dg.in_process_executor,
-    description="Refresh the quarantine table (sync_quarantine).",
+refresh_quarantine = dg.define_asset_job(
+    "refresh_quarantine", selection=[sync_quarantine], executor_def=dg.in_process_executor,
+    description="Refresh the quarantine table (sync_quarantine) from the sync database.",
 )
 
 
-@dg.run_status_sensor(
-    name="quarantine_after_sync",
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[daily_sync, inventory_sync],
-    request_job=quarantine_report,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+@dg.sensor(
+    name="quarantine_change_sensor",
+    target=refresh_quarantine,
+    minimum_interval_seconds=settings.sensor_interval_seconds,
+    default_status=SENSOR_STATUS,
+    description="Runs refresh_quarantine whenever the quarantine in the sync database changed, whichever run changed "
+    "it (syncs, backfills, retry_quarantined, drop intake).",
 )
-def quarantine_after_sync(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    """Refreshes sync_quarantine after each successful daily_sync or inventory_sync."""
-    return dg.RunRequest(run_key=f"quarantine@{context.dagster_run.run_id}")
+def quarantine_change_sensor(context: dg.SensorEvaluationContext, sync: SyncDatabase) -> dg.SensorResult:
+    """Refreshes sync_quarantine whenever the sync database's quarantine changed, whichever run changed it.
+
+    It watches the table itself (a digest of its rows), not a list of jobs: syncs, backfills, retry_quarantined,
+    drop intake and any job added later are covered alike, and a run that changed nothing starts no refresh.
+    """
+    now = fingerprint(sync.store().engine)
+    if now == context.cursor:
+        return dg.SensorResult(skip_reason="the quarantine has not changed since sync_quarantine was last refreshed")
+    return dg.SensorResult(run_requests=[dg.RunRequest()], cursor=now)
 
 
 def _day(run: dg.DagsterRun) -> str:
@@ -102,7 +126,10 @@ def _day(run: dg.DagsterRun) -> str:
     return f"{start}..{end}" if start else "none"
 
 
-@dg.run_failure_sensor(name="alert_on_run_failure", default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.run_failure_sensor(
+    name="alert_on_run_failure", default_status=SENSOR_STATUS,
+    description="Posts each failed run once to ALERT_WEBHOOK_URL: its job, day, failed steps, error and link.",
+)
 def alert_on_run_failure(context: dg.RunFailureSensorContext, alerts: AlertWebhook) -> None:
     """Posts each failed run to ALERT_WEBHOOK_URL once: the job, the day, the error and the run's link."""
     run = context.dagster_run
@@ -121,8 +148,9 @@ def build_check_alerts(check_keys: Sequence[dg.AssetCheckKey], fresh_assets: Seq
     """A sensor that posts each failing check, and each asset whose freshness failed, once per incident: when it starts
     failing, not again until it has passed in between."""
 
-    @dg.sensor(name="alert_on_check_failure", minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.STOPPED)
+    @dg.sensor(name="alert_on_check_failure", minimum_interval_seconds=60, default_status=SENSOR_STATUS,
+               description="Posts each check that starts failing, and each push asset whose freshness policy "
+               "fails, once per incident to ALERT_WEBHOOK_URL.")
     def alert_on_check_failure(context: dg.SensorEvaluationContext, alerts: AlertWebhook) -> dg.SensorResult:
         """Posts each check that starts failing (blocking checks, quarantine growth and age, readable drop files) and
         each push asset whose freshness policy fails, once per incident, to ALERT_WEBHOOK_URL."""
@@ -172,9 +200,10 @@ def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
     return [(first, last) for first, last in ranges]
 
 
-def build_retry_job(assets: Sequence[dg.AssetsDefinition], resources: dict[str, object]) -> dg.JobDefinition:
-    """``retry_quarantined``: one run of the daily assets for each range of consecutive days that hold quarantined
-    records, started from this job's own run, so exactly those days are extracted and pushed again."""
+def build_retry_job(daily_sync: Callable[[], dg.JobDefinition]) -> dg.JobDefinition:
+    """``retry_quarantined``: one run of ``daily_sync`` (given resolved, with its resources, once the code location
+    has loaded) for each range of consecutive days that hold quarantined records, started from this job's own run, so
+    exactly those days are extracted and pushed again, and each run shows under the job that says what it does."""
 
     @dg.op(required_resource_keys={"sync"})
     def retry_quarantined_days(context: dg.OpExecutionContext) -> dg.Output[int]:
@@ -184,12 +213,12 @@ def build_retry_job(assets: Sequence[dg.AssetsDefinition], resources: dict[str, 
         days = [r.business_date for r in held_records(sync.store().engine)
                 if r.business_date and first <= r.business_date.isoformat() <= (last or "")]
         failed = []
+        job = daily_sync()
         for start, end in _ranges(days):
             tags = {"dagster/asset_partition_range_start": start.isoformat(),
                     "dagster/asset_partition_range_end": end.isoformat(), "retry_of": context.run.run_id}
-            result = dg.materialize(assets, instance=context.instance, resources=resources, tags=tags,
-                                    raise_on_error=False)
-            context.log.info(f"days {start}..{end}: run {result.run_id} "
+            result = job.execute_in_process(instance=context.instance, tags=tags, raise_on_error=False)
+            context.log.info(f"days {start}..{end}: run {result.run_id} of {job.name} "
                              f"{'succeeded' if result.success else 'failed'}")
             if not result.success:
                 failed.append(f"{start}..{end} (run {result.run_id})")
@@ -199,7 +228,8 @@ def build_retry_job(assets: Sequence[dg.AssetsDefinition], resources: dict[str, 
                                                    "ranges": len(_ranges(days))})
 
     @dg.job(name="retry_quarantined", description="Extract and push again exactly the business days that hold "
-            "quarantined records (a run per range of consecutive days).", executor_def=dg.in_process_executor)
+            "quarantined records: a run of daily_sync per range of consecutive days, tagged retry_of. Fix the "
+            "records at the source first.", executor_def=dg.in_process_executor)
     def retry_quarantined() -> None:
         retry_quarantined_days()
 

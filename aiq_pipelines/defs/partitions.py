@@ -24,3 +24,9 @@ def business_days(config: Settings) -> dg.DailyPartitionsDefinition:
 
 daily_partitions = business_days(settings)
 BUSINESS_TIMEZONE = zoneinfo.ZoneInfo(settings.pos_timezone)
+
+# Sensors and schedules start as AUTOMATION_DEFAULT_STATUS says; once the operator turns one on or off in the UI,
+# Dagster keeps that choice whatever the default.
+_RUNNING = settings.automation_default_status == "running"
+SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if _RUNNING else dg.DefaultSensorStatus.STOPPED
+SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if _RUNNING else dg.DefaultScheduleStatus.STOPPED

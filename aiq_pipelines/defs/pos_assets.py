@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 
+from aiq_pipelines.defs.figures import add_partition_figures, by_partition, window_bounds
 from aiq_pipelines.defs.keys import (
     CHECK_QUARANTINE,
     CHECK_STRAYS,
@@ -22,7 +23,7 @@ from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.pos.source import PosSource
 from aiq_pipelines.sync.progress import Progress
-from aiq_pipelines.sync.reports import StageReport, StrayReport
+from aiq_pipelines.sync.reports import StageDay, StageReport, StrayReport
 from aiq_pipelines.sync.store import SyncStore
 
 _EXTRACT = {"group_name": "pos", "kinds": {"sql", "python"}, "owners": OWNERS, "tags": POS_TAGS}
@@ -135,28 +136,37 @@ def _extract_result(
                 ),
             )
         )
-    metadata: dict[str, Any] = {
-        "dagster/row_count": report.staged,
-        "extracted": report.extracted,
-        "quarantined": report.quarantined,
-        "quarantine_rate": report.quarantine_rate,
-        "quarantine_reasons": dg.MetadataValue.md(report.reasons_markdown()),
-    }
+    common: dict[str, Any] = {}
     if DROP_FILES_TAG in context.run.tags:  # a run the drop sensor started: the files whose rows it syncs
-        metadata["drop_files"] = context.run.tags[DROP_FILES_TAG]
+        common["drop_files"] = context.run.tags[DROP_FILES_TAG]
+    window: dict[str, Any] = {}
     if report.entity == Entity.TRANSACTION:
-        metadata["sale_customers_staged"] = report.sale_customers
-        metadata["sale_customers_without_payload"] = report.sale_customers_without_payload
-    if windowed:
-        metadata["window_start"] = dg.MetadataValue.timestamp(report.window_start)
-        metadata["window_end"] = dg.MetadataValue.timestamp(report.window_end)
+        window["sale_customers_staged"] = report.sale_customers
+        window["sale_customers_without_payload"] = report.sale_customers_without_payload
     if strays is not None:
         stray_report, stray_check = strays
         checks.append(stray_check)
-        if stray_report is not None:
-            metadata["outside_partitions"] = stray_report.quarantined
-            metadata["outside_partitions_reasons"] = dg.MetadataValue.md(stray_report.reasons_markdown())
+        if stray_report is not None:  # every record outside every partition, whichever days the run read
+            common["outside_partitions"] = stray_report.quarantined
+            common["outside_partitions_reasons"] = dg.MetadataValue.md(stray_report.reasons_markdown())
+    if not windowed:
+        return dg.MaterializeResult(metadata={**_day_figures(report), **common}, check_results=checks)
+    common.update(window_bounds(report.window_start, report.window_end))
+    metadata, partitions = by_partition(context, lambda day: _day_figures(report.days.get(day)), window, common)
+    add_partition_figures(context, context.asset_key, partitions)
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def _day_figures(day: StageDay | None) -> dict[str, Any]:
+    """What an extract did with one business day's records (or, for the inventory snapshot, with all of them)."""
+    day = day or StageDay()
+    return {
+        "dagster/row_count": day.staged,
+        "extracted": day.extracted,
+        "quarantined": day.quarantined,
+        "quarantine_rate": day.quarantine_rate,
+        "quarantine_reasons": dg.MetadataValue.md(day.reasons_markdown()),
+    }
 
 
 def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime]:

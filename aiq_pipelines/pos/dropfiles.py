@@ -2,8 +2,9 @@
 
 Files are named after the reference table they export (``transactions-2026-06-10.csv``, ``customers.csv.gz``, ...)
 and carry its column names as headers, or an export's own names mapped onto them (a column map). They are only
-ever read. An empty value is NULL; a required column that is missing fails the file; a value that does not parse
-fails its row, with the file's line number.
+ever read. An empty value is NULL; a required column that is missing fails the file; a value that does not parse,
+or holds a control character (a NUL, an escape), fails its row, with the file's line number. A line with no value at
+all (a trailing empty line, a line of separators) is skipped and counted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import datetime as dt
 import gzip
 import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -27,6 +29,9 @@ SUFFIXES = (".csv", ".csv.gz")
 csv.field_size_limit(max(csv.field_size_limit(), 16 << 20))
 ColumnMap = Mapping[str, Mapping[str, str]]  # file kind -> reference column -> the export's header
 _TRUE, _FALSE = {"1", "true", "t", "yes", "y"}, {"0", "false", "f", "no", "n"}
+# C0 control characters but tab, line feed and carriage return: a NUL or an escape in a field is a broken export,
+# never a value to store or send to AIQ.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 class DropFileError(ValueError):
@@ -173,13 +178,23 @@ def read_rows(file: DropFile, column_map: ColumnMap | None = None) -> Iterator[R
         raise DropFileError(f"{file.name}: not a readable CSV file ({type(exc).__name__}: {exc})") from None
 
 
+def _control_character(text: str) -> str | None:
+    """The first control character in ``text`` that no export means (tab and line breaks are text's own), if any."""
+    found = _CONTROL.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
+
 def _row(line: int, fields: list[str], present: list[tuple[Column, int]], width: int) -> Row:
     raw = {column.name: fields[i] for column, i in present if i < len(fields)}
+    if not any(field.strip() for field in fields):
+        return Row(line, None, None, raw)  # a blank line or a line of separators only: nothing to load or to refuse
     if len(fields) != width:
         return Row(line, None, f"has {len(fields)} fields where the header has {width}", raw)
     values: dict[str, Any] = {}
     for column, i in present:
         text = fields[i].strip()
+        if (control := _control_character(fields[i])) is not None:
+            return Row(line, None, f"{column.name}: contains the control character {control}", raw)
         if not text:
             if column.required:
                 return Row(line, None, f"{column.name} is empty", raw)

@@ -55,6 +55,7 @@ class LoadResult:
     rows: int = 0
     changed: int = 0  # rows that differ from the mirror's: what the days' syncs will find changed
     rejected: int = 0
+    blank: int = 0  # lines without a value (a trailing empty line, a line of commas): skipped, not rejected
     days: list[str] = field(default_factory=list)
     error: str | None = None
     unchanged: bool = False
@@ -94,7 +95,7 @@ class DropMirror:
                 self._load(conn, file, column_map, on_rejects, result)
                 self._record(conn, file, digest, run_id, result)
         except DropFileError as exc:
-            result.rows, result.rejected, result.days, result.error = 0, 0, [], str(exc)
+            result.rows, result.rejected, result.blank, result.days, result.error = 0, 0, 0, [], str(exc)
             with self.engine.begin() as conn:
                 self._record(conn, file, digest, run_id, result)
         return result
@@ -112,7 +113,9 @@ class DropMirror:
         good: list[dict] = []
         bad: list[Row] = []
         for row in read_rows(file, column_map):
-            if row.values is None:
+            if row.values is None and row.problem is None:
+                result.blank += 1
+            elif row.values is None:
                 bad.append(row)
             else:
                 present = present or [n for n in names if n in row.values]
@@ -204,14 +207,14 @@ class DropMirror:
         ))
 
 
-def loads_after(engine: sa.Engine, load_id: int) -> list[tuple[int, str, str, list[str]]]:
-    """The loads recorded after ``load_id``: (id, file name, kind, business days), oldest first."""
+def loads_after(engine: sa.Engine, load_id: int) -> list[tuple[int, str, str, list[str], int]]:
+    """The loads recorded after ``load_id``: (id, file name, kind, business days, rows changed), oldest first."""
     if not sa.inspect(engine).has_table("drop_loads"):
         return []
-    query = (sa.select(drop_loads.c.id, drop_loads.c.name, drop_loads.c.kind, drop_loads.c.days)
+    query = (sa.select(drop_loads.c.id, drop_loads.c.name, drop_loads.c.kind, drop_loads.c.days, drop_loads.c.changed)
              .where(drop_loads.c.id > load_id, drop_loads.c.error.is_(None)).order_by(drop_loads.c.id))
     with engine.connect() as conn:
-        return [(i, name, kind, json.loads(days)) for i, name, kind, days in conn.execute(query)]
+        return [(i, name, kind, json.loads(days), changed) for i, name, kind, days, changed in conn.execute(query)]
 
 
 def _moment(value: object) -> dt.datetime:

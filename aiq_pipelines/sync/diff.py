@@ -67,24 +67,24 @@ class ChunkDiff:
 
     def read(self, staged: Staged) -> Staged:
         """Count the record and attach what the ledger knows about it."""
-        self.report.staged += 1
+        self.report.read(staged.business_date)
         return staged.with_entry(self.entries.get(staged.key))
 
     def quarantine(self, staged: Staged, reason: str) -> None:
-        self.report.reject(staged.key, reason)
+        self.report.reject_on(staged.business_date, staged.key, reason)
         self.bad.append((staged, Stage.PAYLOAD, reason, None))
 
     def settled(self, staged: Staged, payload_digest: str) -> bool:
         """True when AIQ already has this payload, or refused exactly this payload before: nothing to send."""
         entry = staged.entry
         if entry is not None and entry.payload_hash == payload_digest:
-            self.report.unchanged += 1
+            self.report.count_unchanged(staged.business_date)
             self.cleared.append(staged.key)
             if entry.source_hash != staged.source_hash:
                 self.refresh.append((staged.key, staged.source_hash))
             return True
         if staged.key in self.refused and self.refused[staged.key][0] == payload_digest:
-            self.report.reject(staged.key, self.refused[staged.key][1])
+            self.report.reject_on(staged.business_date, staged.key, self.refused[staged.key][1])
             return True
         return False
 

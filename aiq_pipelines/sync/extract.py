@@ -122,17 +122,18 @@ def _stage(
                             moment = utc_timestamp(rows[0].get(plan.raw_moment_column))
                             day = first_day if moment is None else calendar.date_of(moment)  # still belongs to a day
                     rejects.append((key, day, exc.reason, rows))
-                    report.reject(key, exc.reason)
+                    report.reject_on(day, key, exc.reason)
                     continue
                 if plan.elsewhere is not None and plan.elsewhere(record):
                     continue
-                good.append(plan.to_row(record, run_id, now))
+                row = plan.to_row(record, run_id, now)
+                report.stage_on(row.get("business_date"))
+                good.append(row)
             upsert(conn, table, good, keep_unless=keep_unless)
             if plan.after_batch is not None:
                 plan.after_batch(conn, good)
             if rejects:
                 conn.execute(quarantine.insert(), extract_rows(entity, run_id, rejects))
-            report.staged += len(good)
             report.chunks += 1
             if on_chunk is not None:
                 on_chunk(report)

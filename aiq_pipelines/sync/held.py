@@ -74,3 +74,12 @@ def held_records(engine: sa.Engine, now: dt.datetime | None = None) -> list[Held
 def counts(records: list[Held]) -> tuple[Counter[str], Counter[str]]:
     """Records by stage and by reason kind."""
     return Counter(r.stage for r in records), Counter(reason_kind(r.reason) for r in records)
+
+
+def fingerprint(engine: sa.Engine) -> str:
+    """A short digest of the quarantine's state: it changes whenever a row is added or removed (a record held back
+    again is a new row), so whoever watches it needs no list of what may change it."""
+    query = sa.select(sa.func.count(), sa.func.max(quarantine.c.id), sa.func.max(quarantine.c.quarantined_at))
+    with engine.connect() as conn:
+        rows, last_id, last_at = conn.execute(query).one()
+    return f"{rows}:{last_id or 0}:{last_at.isoformat() if last_at else ''}"

@@ -136,9 +136,10 @@ class Pusher:
         """One batch AIQ answered: its acknowledged records into the ledger, its refused ones into quarantine."""
         refused: list[Held] = [(s, Stage.AIQ, _refusal(message), s.payload_hash) for s, _, message in outcome.refused]
         self._settle(report.entity, acked=acked, quarantined=refused)
-        report.sent += len(acked)
+        for item, _, _ in outcome.accepted:
+            report.count_sent(item.business_date)
         for held, _, reason, _ in refused:
-            report.reject(held.key, reason)
+            report.reject_on(held.business_date, held.key, reason)
         self._progress(report)
 
     def quarantine_count(self, entity: Entity) -> int:
@@ -179,13 +180,13 @@ class Pusher:
         except AiqContactNotFoundError:
             self.log.warning(f"persona {item.key}: AIQ no longer knows contactID {contact_id}; sending it as an upsert")
             return False
-        report.overrides += 1
+        report.count_override(item.business_date)
         if profile_hash(member) != entry.profile_hash:
             return False  # other fields changed as well: the upsert carries them
         acked = LedgerEntry(item.key, payload_hash(member), item.source_hash, entry.profile_hash,
                             member.phone_number, member.email, contact_id, entry.src_id)
         self._settle(Entity.PERSONA, acked=[acked])
-        report.sent += 1
+        report.count_sent(item.business_date)
         return True
 
     def _member_candidates(
@@ -264,17 +265,21 @@ class Pusher:
     ) -> Iterator[tuple[Staged, EncodedPayload]]:
         for chunk in chunked(iter(records), CHUNK):
             diff = self._diff(Entity.TRANSACTION, chunk, report)
-            needed = {sale.customer_id for sale, _ in chunk if sale.customer_id and not sale.is_void}
+            needed: dict[str, dt.date | None] = {}
+            for sale, item in chunk:  # each customer with the day of its first sale in the chunk (days come in order)
+                if sale.customer_id and not sale.is_void:
+                    needed.setdefault(sale.customer_id, item.business_date)
             known = self.ledger.known(Entity.PERSONA, needed)
-            if needed - known:
+            if needed.keys() - known:
                 sent_before = personas.sent
-                self._send_members((staged.sale_customers(self.engine, sorted(needed - known)), personas))
+                missing = sorted((key, day) for key, day in needed.items() if key not in known)
+                self._send_members((staged.sale_customers(self.engine, missing), personas))
                 report.personas_sent_first += personas.sent - sent_before
                 known = self.ledger.known(Entity.PERSONA, needed)
             for sale, item in chunk:
                 item = diff.read(item)
                 if sale.is_void and item.entry is None:
-                    report.voided_unsent += 1  # voided before it was ever sent: AIQ never hears of it
+                    report.count_void(item.business_date)  # voided before it was ever sent: AIQ never hears of it
                     diff.cleared.append(item.key)
                     continue
                 if not sale.is_void and sale.customer_id and sale.customer_id not in known:

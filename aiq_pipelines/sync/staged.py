@@ -85,27 +85,30 @@ def sales(engine: sa.Engine, days: Days, scope: StoreScope = EVERYTHING) -> Iter
             yield sale, Staged(key, content_hash, business_date)
 
 
-def sale_customers(engine: sa.Engine, customer_ids: Iterable[str]) -> Iterator[tuple[PersonaPayload, Staged]]:
-    """The staged payloads of customers that sales name, in the order given. A customer without one (it could not be
-    built, or no extract staged it) comes with the reason, and the push quarantines it."""
-    for ids in chunked(iter(customer_ids), CHUNK):
+def sale_customers(
+    engine: sa.Engine, customers: Iterable[tuple[str, dt.date | None]]
+) -> Iterator[tuple[PersonaPayload, Staged]]:
+    """The staged payloads of customers that sales name, each given with the day of its first sale in the window (its
+    day in the push's figures and in quarantine), in the order given. A customer without one (it could not be built,
+    or no extract staged it) comes with the reason, and the push quarantines it."""
+    for chunk in chunked(iter(customers), CHUNK):
         with engine.connect() as conn:
-            rows = {row[0]: row for row in execute_with_lists(conn, _SALE_CUSTOMERS, {"ids": ids})}
-        for key in ids:
+            rows = {row[0]: row for row in execute_with_lists(conn, _SALE_CUSTOMERS, {"ids": [k for k, _ in chunk]})}
+        for key, day in chunk:
             row = rows.get(key)
             if row is None:
-                yield PersonaPayload.failed(CUSTOMER_NOT_STAGED), Staged(key, "", None)
+                yield PersonaPayload.failed(CUSTOMER_NOT_STAGED), Staged(key, "", day)
                 continue
             _, content_hash, payload, digest, issues, error = row
-            yield PersonaPayload.staged(payload, digest, issues, error), Staged(key, content_hash or "", None)
+            yield PersonaPayload.staged(payload, digest, issues, error), Staged(key, content_hash or "", day)
 
 
 def personas_missing(
     engine: sa.Engine, account: str, days: Days, scope: StoreScope = EVERYTHING, *, besides_staged_personas: bool = False
-) -> list[str]:
-    """Customers of the window's sales in the account's stores (voids aside) that the account's ledger lacks, in key
-    order; with ``besides_staged_personas``, not those staged for the window that the account receives (they are sent
-    as staged)."""
+) -> list[tuple[str, dt.date]]:
+    """Customers of the window's sales in the account's stores (voids aside) that the account's ledger lacks, with the
+    day of their first such sale, in key order; with ``besides_staged_personas``, not those staged for the window that
+    the account receives (they are sent as staged)."""
     sales_table = staged_transactions
     known = sa.exists().where(
         aiq_ledger.c.account == account, aiq_ledger.c.entity == Entity.PERSONA,
@@ -118,9 +121,10 @@ def personas_missing(
             staged_personas.c.customer_id == sales_table.c.customer_id, *in_days(staged_personas, days),
             *scope.shoppers(staged_personas.c.customer_id),
         )))
-    query = sa.select(sales_table.c.customer_id).distinct().where(*conditions).order_by(sales_table.c.customer_id)
+    query = (sa.select(sales_table.c.customer_id, sa.func.min(sales_table.c.business_date)).where(*conditions)
+             .group_by(sales_table.c.customer_id).order_by(sales_table.c.customer_id))
     with engine.connect() as conn:
-        return list(conn.scalars(query))
+        return [(key, day) for key, day in conn.execute(query)]
 
 
 def in_scope(entity: Entity, scope: StoreScope) -> list[sa.ColumnElement[bool]]:

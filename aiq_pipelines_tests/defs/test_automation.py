@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from aiq_pipelines.definitions import defs
-from aiq_pipelines.defs.automation import CLOCK_SKEW_OVERLAP, Watermark, nightly_reconciliation
+from aiq_pipelines.defs.automation import CLOCK_SKEW_OVERLAP, Watermark, reconcile_finished_days
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.resources import PosDatabase
 from aiq_pipelines.pos.queries import PosQueryError
@@ -300,28 +300,28 @@ def scheduled(schedule: dg.ScheduleDefinition, *wall_clock: int, pos_url: str | 
     (("America/Phoenix", "Pacific/Honolulu"), (2026, 7, 16, 8, 30), "2026-07-15"),
     (("America/New_York",), (2026, 7, 16, 4, 30), "2026-07-15"),  # a store east of POS_TIMEZONE is done earlier
 ])
-def test_the_nightly_reconciliation_resyncs_each_day_once_every_store_has_closed(pos, stores, wall_clock, day):
+def test_the_reconcile_finished_days_resyncs_each_day_once_every_store_has_closed(pos, stores, wall_clock, day):
     for n, zone in enumerate(stores):
         pos.add_location(f"STORE-{n + 2:02}", f"Store {n + 2}", timezone=zone)
 
-    [request] = scheduled(nightly_reconciliation, *wall_clock, pos_url=pos.url)
+    [request] = scheduled(reconcile_finished_days, *wall_clock, pos_url=pos.url)
 
     assert (request.partition_key, request.run_key) == (day, day), "asked for once: the run key is the day"
-    schedule = defs.resolve_schedule_def("nightly_reconciliation")
+    schedule = defs.resolve_schedule_def("reconcile_finished_days")
     assert schedule.job_name == "daily_sync"
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 * * * *", "America/Denver")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
-def test_the_nightly_reconciliation_skips_days_before_the_start(pos):
-    assert scheduled(nightly_reconciliation, 2026, 1, 1, 4, 30, pos_url=pos.url) == (
+def test_the_reconcile_finished_days_skips_days_before_the_start(pos):
+    assert scheduled(reconcile_finished_days, 2026, 1, 1, 4, 30, pos_url=pos.url) == (
         "the last day every store has closed (2025-12-31) is before POS_START_DATE (2026-01-01)")
 
 
 def test_a_store_with_a_bad_zone_fails_the_reconciliation_tick_naming_it(pos):
     pos.add_location("STORE-MARS", "Olympus", timezone="Mars/Olympus")
     with pytest.raises(dg.DagsterUserCodeExecutionError) as raised:
-        scheduled(nightly_reconciliation, 2026, 6, 11, 4, 30, pos_url=pos.url)
+        scheduled(reconcile_finished_days, 2026, 6, 11, 4, 30, pos_url=pos.url)
     assert "store STORE-MARS: its timezone (locations.timezone) 'Mars/Olympus' is not an IANA time zone name" in str(
         raised.value.user_exception)
 

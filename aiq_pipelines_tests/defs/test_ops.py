@@ -9,9 +9,16 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from aiq_pipelines.defs.automation import daily_sync
 from aiq_pipelines.defs.keys import CHECK_QUARANTINE, POS_TRANSACTIONS
-from aiq_pipelines.defs.ops import alert_on_run_failure, build_check_alerts, build_retry_job, sync_quarantine
-from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.defs.ops import (
+    alert_on_run_failure,
+    build_check_alerts,
+    build_retry_job,
+    quarantine_change_sensor,
+    sync_quarantine,
+)
+from aiq_pipelines.defs.resources import AlertWebhook, PosDatabase, SyncDatabase
 from aiq_pipelines.pos.times import utc_now
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.held import held_records, reason_kind
@@ -24,6 +31,14 @@ def materialize_quarantine(sync_url: str, instance: dg.DagsterInstance | None = 
     with dg.instance_for_test() as own:
         return dg.materialize([sync_quarantine], instance=instance or own,
                               resources={"sync": SyncDatabase.from_settings(load_settings(), url=sync_url)})
+
+
+def quarantine_tick(sync_url: str, cursor: str | None = None) -> dg.SensorResult:
+    """One evaluation of the sensor that refreshes sync_quarantine when the quarantine changed."""
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"sync": SyncDatabase.from_settings(load_settings(), url=sync_url)})
+        return quarantine_change_sensor(context)
 
 
 def table(result: dg.ExecuteInProcessResult) -> list[dict]:
@@ -59,13 +74,21 @@ def test_a_refused_sale_is_in_the_quarantine_table_until_fixed_and_retried_by_re
     resources = {"pos": PosDatabase.from_settings(load_settings(), url=shop.url),
                  "sync": SyncDatabase.from_settings(load_settings(), url=sync_url),
                  "aiq": aiq_resource(refusing, sync_url)}
+    location = dg.Definitions(assets=DAILY, jobs=[daily_sync], resources=resources)
+    before_retry = quarantine_tick(sync_url)
+    assert quarantine_tick(sync_url, before_retry.cursor).skip_reason, "nothing changed: no refresh"
     with dg.instance_for_test() as instance:
-        retry = build_retry_job(DAILY, resources).execute_in_process(instance=instance, resources=resources)
+        retry = build_retry_job(lambda: location.resolve_job_def("daily_sync")).execute_in_process(
+            instance=instance, resources=resources)
+        runs = [run for run in instance.get_runs() if run.tags.get("retry_of") == retry.run_id]
         ranges = sorted((run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"])
-                        for run in instance.get_runs() if run.tags.get("retry_of") == retry.run_id)
+                        for run in runs)
 
     assert retry.success and ranges == [("2026-06-10", "2026-06-10"), ("2026-06-12", "2026-06-12")]
+    assert {run.job_name for run in runs} == {"daily_sync"}, "the runs show under the job that says what they do"
     assert {"S-1", "S-3"} <= {sale["pos_id"] for sale in refusing.state()["sales"]}
+    after_retry = quarantine_tick(sync_url, before_retry.cursor)
+    assert len(after_retry.run_requests) == 1, "the retry changed the quarantine: sync_quarantine is refreshed"
     after = materialize_quarantine(sync_url)
 
     assert table(after) == []

@@ -46,11 +46,36 @@ def materializations(result, asset: str) -> list[dg.AssetMaterialization]:
     return [e.materialization for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
 
 
+# Figures every partition of a range run shares, whichever day it is: not summed over the days.
+_SHARED = {"outside_partitions", "window_days"}
+
+
 def metadata(result, asset: str) -> dict:
-    """The asset's metadata (a range run reports the same figures for each of its partitions)."""
+    """The asset's figures for the whole run: a one-day run's metadata as recorded; for a range run, each day's own
+    figures (one materialization per partition) added up, and the window's (``window_aiq_requests``) under their
+    day names (``aiq_requests``), as a one-day run records them."""
     events = materializations(result, asset)
     assert events, f"{asset} was not materialized"
-    return {k: v.value for k, v in events[0].metadata.items()}
+    days = [{k: v.value for k, v in event.metadata.items()} for event in events]
+    if len(days) == 1 or "window_days" not in days[0]:
+        return days[0]
+    merged = dict(days[0])
+    for name, value in days[0].items():
+        if name.startswith("window_") and name not in ("window_start", "window_end", "window_days"):
+            merged[name.removeprefix("window_")] = value
+        elif isinstance(value, int) and not isinstance(value, bool) and name not in _SHARED:
+            merged[name] = sum(day[name] for day in days)
+        elif name.endswith("_reasons") and name not in ("outside_partitions_reasons",):
+            tables = [day[name] for day in days if day[name] != "No records quarantined."]
+            merged[name] = "\n\n".join(tables) or value
+    if "extracted" in merged:
+        merged["quarantine_rate"] = merged["quarantined"] / merged["extracted"] if merged["extracted"] else 0.0
+    return merged
+
+
+def day_metadata(result, asset: str) -> dict[str, dict]:
+    """The asset's metadata as recorded for each partition: partition key -> metadata."""
+    return {event.partition: {k: v.value for k, v in event.metadata.items()} for event in materializations(result, asset)}
 
 
 def checks(result) -> dict[str, bool]:

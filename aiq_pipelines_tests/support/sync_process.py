@@ -18,6 +18,7 @@ import dagster as dg
 
 from aiq_pipelines_tests.support.reliability import aiq_resource, run_sync
 from aiq_pipelines_tests.support.runs import materializations
+from aiq_pipelines_tests.support.runs import metadata as metadata_of
 
 
 def main() -> None:
@@ -32,9 +33,8 @@ def main() -> None:
         result = run_sync(instance, job["pos_url"], job["sync_url"], aiq, job["first"], job["last"])
     metadata = {}
     for asset in ("aiq_personas", "aiq_sales"):
-        events = materializations(result, asset)
-        metadata[asset] = {k: v.value for k, v in events[0].metadata.items() if isinstance(v.value, (int, float))} \
-            if events else None
+        figures = metadata_of(result, asset) if materializations(result, asset) else None
+        metadata[asset] = figures and {k: v for k, v in figures.items() if isinstance(v, (int, float))}
     print(json.dumps({"success": result.success, "metadata": metadata}), flush=True)
 
 

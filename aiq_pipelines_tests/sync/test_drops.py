@@ -329,3 +329,58 @@ def test_a_shifted_column_puts_no_email_or_phone_in_the_quarantine(tmp_path):
 
     [(_, _, reason)] = quarantined(sync_url)
     assert reason == "transactions.csv line 2: subtotal: '[email]' is not a number"
+
+
+def test_blank_lines_are_skipped_and_counted_and_control_characters_refused_never_loaded(tmp_path):
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "products.csv").write_text(
+        "product_id,sku,name,unit_price,created_at,last_modified_at\n"
+        "P1,SKU-1,Blue Dream,45.00,2026-01-01 00:00:00,2026-01-01 00:00:00\n"
+        ",,,,,\n"
+        "P2,SKU-2,Sour\x00Diesel,40.00,2026-01-01 00:00:00,2026-01-01 00:00:00\n"
+        "P3,SKU-3,\"Two\nlines\tand a tab\",40.00,2026-01-01 00:00:00,2026-01-01 00:00:00\n"
+        "P4,SKU-4,Gelato\x1b[0m,40.00,2026-01-01 00:00:00,2026-01-01 00:00:00\n"
+        "\n"
+        "  ,  ,,,,\n"
+    )
+    drop, sync_url = drop_resource(folder, tmp_path), f"sqlite:///{tmp_path / 'sync.db'}"
+
+    result = take_in(drop, sync_url)
+
+    row = files_table(result)["products.csv"]
+    assert (row["rows"], row["rejected"], row["blank"]) == (2, 2, 3), row
+    [event] = result.get_asset_materialization_events()
+    assert event.materialization.metadata["lines_blank"].value == 3
+    assert quarantined(sync_url) == [
+        ("intake", "products.csv:4", "products.csv line 4: name: contains the control character U+0000"),
+        ("intake", "products.csv:7", "products.csv line 7: name: contains the control character U+001B"),
+    ]
+    with sa.create_engine(drop.mirror_url).connect() as conn:
+        names = dict(conn.exec_driver_sql("SELECT product_id, name FROM products ORDER BY 1").all())
+    assert names == {"P1": "Blue Dream", "P3": "Two\nlines\tand a tab"}, "line breaks and tabs inside a value are text"
+
+
+def test_a_stock_file_without_a_change_asks_for_no_inventory_sync(folder, tmp_path):
+    drop, sync_url = drop_resource(folder, tmp_path), f"sqlite:///{tmp_path / 'sync.db'}"
+    take_in(drop, sync_url)
+    cursor = tick(drop, None).cursor
+    stock = (folder / "inventory.csv").read_text()
+
+    def load(name: str, text: str) -> list[dg.RunRequest]:
+        nonlocal cursor
+        (folder / name).write_text(text)
+        cursor = tick(drop, tick(drop, cursor).cursor).cursor  # seen twice unchanged: complete
+        take_in(drop, sync_url, [name])
+        synced = tick(drop, cursor)
+        cursor = synced.cursor
+        return list(synced.run_requests)
+
+    assert load("inventory-same.csv", stock) == [], "the same stock again: nothing to sync"
+    lines = stock.splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split(",")
+    quantity = header.index("quantity_available")
+    fields = lines[1].rstrip("\n").split(",")
+    fields[quantity] = str(int(float(fields[quantity])) + 7)
+    [request] = load("inventory-changed.csv", lines[0] + ",".join(fields) + "\n")
+    assert request.job_name == "inventory_sync"

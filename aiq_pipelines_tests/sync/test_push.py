@@ -80,7 +80,9 @@ def test_a_three_day_backfill_delivers_exactly_the_valid_records(shop, sync_url,
     assert (sales_meta["sent"], sales_meta["unchanged"], sales_meta["quarantined"]) == (6, 0, 0)
     assert sales_meta["voided_unsent"] == 1 and sales_meta["personas_sent_first"] == 0
     assert sales_meta["aiq_account"] == sandbox.uid
-    assert persona_meta["sent"] == 2 and persona_meta["personas_for_sales_sent"] == 1, "C3 went with the personas"
+    # Every persona the push sent counts: C1 and C2 (staged for the days) and C3, whom a sale needed.
+    assert persona_meta["sent"] == 3 and persona_meta["personas_for_sales_sent"] == 1, "C3 went with the personas"
+    assert persona_meta["staged"] == persona_meta["sent"] + persona_meta["unchanged"] + persona_meta["quarantined"]
     assert persona_meta["aiq_requests"] == 1, "the staged personas and the one the sales need share a batch"
     assert sales_meta["aiq_requests"] == 1
     assert persona_meta["left_out_phone_placeholder"] == 1 and persona_meta["left_out_email_invalid"] == 1
