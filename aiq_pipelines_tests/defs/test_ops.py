@@ -18,7 +18,7 @@ from aiq_pipelines.defs.ops import (
     quarantine_change_sensor,
     sync_quarantine,
 )
-from aiq_pipelines.defs.resources import AlertWebhook, PosDatabase, SyncDatabase
+from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.pos.times import utc_now
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.held import held_records, reason_kind

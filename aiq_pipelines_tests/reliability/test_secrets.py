@@ -26,7 +26,7 @@ from aiq_pipelines.defs.ops import (
     alert_on_run_failure,
     build_check_alerts,
     build_retry_job,
-    quarantine_report,
+    refresh_quarantine,
     sync_quarantine,
 )
 from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
@@ -35,7 +35,7 @@ from aiq_pipelines.sync.schema import aiq_ledger
 from aiq_pipelines_tests.support.days import local
 from aiq_pipelines_tests.support.personal import found, personal_forms
 from aiq_pipelines_tests.support.reliability import API_KEY, aiq_resource, stock_week, sync_once
-from aiq_pipelines_tests.support.runs import DAILY, EVERY_ASSET, metadata
+from aiq_pipelines_tests.support.runs import EVERY_ASSET, metadata
 
 WRONG_KEY = "wrong-key-" + API_KEY[::-1]
 # 20% 503, 10% 429, 10% dropped connections; the seed never fails a request more than 3 times in a row.
@@ -168,16 +168,20 @@ def test_no_shopper_reaches_dagsters_event_log_run_logs_or_alerts(tmp_path, pos,
     with dg.instance_for_test(temp_dir=str(home)) as instance:
 
         def run(job: str, aiq=resources["aiq"], **options) -> dg.ExecuteInProcessResult:
-            defs = dg.Definitions(assets=pipeline, jobs=[daily_sync, daily_sync_dry_run, inventory_sync,
-                                                         quarantine_report], resources={**resources, "aiq": aiq})
-            return defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **options)
+            return location(aiq).resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False,
+                                                                         **options)
+
+        def location(aiq=resources["aiq"]) -> dg.Definitions:
+            return dg.Definitions(assets=pipeline, jobs=[daily_sync, daily_sync_dry_run, inventory_sync,
+                                                         refresh_quarantine], resources={**resources, "aiq": aiq})
 
         assert run("daily_sync_dry_run", partition_key=PII_DAY).success and sandbox.requests() == []
         assert run("daily_sync", partition_key=PII_DAY).success
         assert {"P1", "P2"} <= {m["pos_user"] for m in sandbox.state()["members"]}, "the shoppers went to AIQ"
         check_alerts(dg.build_sensor_context(instance=instance, resources={"alerts": alerts}))  # P3 refused: warns
-        assert run("quarantine_report").success
-        assert build_retry_job(DAILY, resources).execute_in_process(instance=instance, resources=resources).success
+        assert run("refresh_quarantine").success
+        assert build_retry_job(lambda: location().resolve_job_def("daily_sync")).execute_in_process(
+            instance=instance, resources=resources).success
         assert run("inventory_sync").success
         sandbox.stop()  # AIQ down while P1 changed: the run fails and is alerted
         pos.execute("UPDATE customers SET last_name = 'Quackenbush-Hale', last_modified_at = :at WHERE customer_id = 'P1'",
