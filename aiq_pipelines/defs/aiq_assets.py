@@ -1,22 +1,19 @@
 """Push assets (group ``aiq``): send what changed in the staged POS records to AIQ, and prove it arrived.
 
 Each AIQ account has its own push assets (``sync.accounts`` decides which stores' records are its own); one step pushes
-every account of a day, each account in a thread of its own, so accounts send in parallel under their own limits and
-one account failing stops none of the others (the step then fails, naming it).
+every account of a window, each in a thread of its own (``defs.fanout``).
 """
 
 import datetime as dt
-import logging
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from aiq_pipelines.aiq.transport import ClientStats
-from aiq_pipelines.defs.figures import add_partition_figures, by_partition, window_bounds
+from aiq_pipelines.defs.fanout import Account, Daily, each_account
+from aiq_pipelines.defs.figures import by_partition, window_bounds
 from aiq_pipelines.defs.keys import (
     AIQ_POOL,
     AIQ_TAGS,
@@ -28,15 +25,14 @@ from aiq_pipelines.defs.keys import (
     POS_INVENTORY,
     POS_PERSONAS,
     POS_TRANSACTIONS,
-    AccountAssets,
     account_assets,
 )
 from aiq_pipelines.defs.partitions import daily_partitions, settings
-from aiq_pipelines.defs.resources import AiqResource, SyncDatabase
+from aiq_pipelines.defs.preview import preview_window
+from aiq_pipelines.defs.resources import AiqResource
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.settings import AccountSettings
 from aiq_pipelines.sync.accounts import StoreScope, hold_unlisted_sales, hold_unplaced_shoppers
-from aiq_pipelines.sync.preview import PreviewPusher, seconds_at_limits
 from aiq_pipelines.sync.push import Pusher
 from aiq_pipelines.sync.reports import PushDay, PushReport
 
@@ -60,13 +56,6 @@ def _check_specs(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     ]
 
 
-class _Daily(NamedTuple):
-    """A daily push asset's result, and each partition's own figures to record before it (in the step's thread)."""
-
-    result: dg.MaterializeResult
-    partitions: dict[str, dict[str, Any]]
-
-
 def _push_figures(day: PushDay | None) -> dict[str, Any]:
     """What a push did with one business day's records (or, for the inventory snapshot, with all of them)."""
     day = day or PushDay()
@@ -85,7 +74,7 @@ def _push_result(
     undelivered: int, *, asset_key: dg.AssetKey, context: dg.AssetExecutionContext | None = None,
     window: tuple[dt.datetime, dt.datetime] | None = None,
     day_extra: Callable[[dt.date], dict[str, Any]] | None = None, window_extra: dict[str, Any] | None = None,
-) -> _Daily:
+) -> Daily:
     """The push's materialization. Given the run's ``context`` and ``window``, a daily asset's: its figures day by
     day (``defs.figures``), ``day_extra`` giving a day's further figures and ``window_extra`` the window's."""
     quarantine_after = pusher.quarantine_count(report.entity)
@@ -132,7 +121,7 @@ def _push_result(
             ),
         ),
     ]
-    return _Daily(dg.MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=checks), partitions)
+    return Daily(dg.MaterializeResult(asset_key=asset_key, metadata=metadata, check_results=checks), partitions)
 
 
 def _delivered(result: dg.MaterializeResult) -> bool:
@@ -143,88 +132,6 @@ def _delivered(result: dg.MaterializeResult) -> bool:
 def _window(context: dg.AssetExecutionContext) -> tuple[dt.datetime, dt.datetime]:
     window = context.partition_time_window
     return window.start, window.end
-
-
-class _AccountLog(logging.LoggerAdapter):
-    """The run's log, each line naming the account it is about (accounts push at once, their lines interleave)."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[{self.extra['account']}] {msg}", kwargs
-
-
-class _Account:
-    """One account as the push steps see it: its assets, its stores, its resource."""
-
-    def __init__(self, config: AccountSettings, assets: AccountAssets, scope: StoreScope, labelled: bool):
-        self.config, self.assets, self.scope, self.labelled = config, assets, scope, labelled
-
-    def resource(self, context: dg.AssetExecutionContext) -> AiqResource:
-        return getattr(context.resources, self.assets.resource_key)
-
-    def log(self, context: dg.AssetExecutionContext) -> Any:
-        return _AccountLog(context.log, {"account": self.config.name}) if self.labelled else context.log
-
-    def pusher(self, context: dg.AssetExecutionContext, client: Any, aiq: AiqResource) -> Pusher:
-        sync: SyncDatabase = context.resources.sync
-        return Pusher(sync.store(), client, aiq.account, context.run.run_id, self.log(context), self.scope)
-
-
-_Work = Callable[[], Iterator[Any]]  # a push (_Daily or MaterializeResult), or a dry run's report (AssetObservation)
-_FINISHED = object()
-
-
-class _Failed(NamedTuple):
-    account: str
-    error: Exception
-
-
-def _recorded(context: dg.AssetExecutionContext, item: Any) -> Any:
-    """A push's result, once each partition's own figures are added (in the step's thread: see ``_Daily``)."""
-    if not isinstance(item, _Daily):
-        return item
-    add_partition_figures(context, item.result.asset_key, item.partitions)
-    return item.result
-
-
-def _each_account(context: dg.AssetExecutionContext, work: dict[str, _Work]) -> Iterator[Any]:
-    """Run each account's push in a thread of its own and yield their results as they come. A failed account fails
-    the step once the others are done; with one account, it runs in the step's own thread."""
-    if len(work) == 1:
-        for item in next(iter(work.values()))():
-            yield _recorded(context, item)
-        return
-    results: queue.Queue[Any] = queue.Queue()
-
-    def run(name: str, push: _Work) -> None:
-        try:
-            for result in push():
-                results.put(result)
-        except Exception as exc:  # reported below, after the other accounts finish
-            results.put(_Failed(name, exc))
-        finally:
-            results.put(_FINISHED)
-
-    threads = [threading.Thread(target=run, args=item, name=f"aiq-push-{item[0]}", daemon=True) for item in work.items()]
-    for thread in threads:
-        thread.start()
-    failures: list[_Failed] = []
-    running = len(threads)
-    while running:
-        item = results.get()
-        if item is _FINISHED:
-            running -= 1
-        elif isinstance(item, _Failed):
-            failures.append(item)
-            context.log.error(f"[{item.account}] the push to this AIQ account failed: "
-                              f"{type(item.error).__name__}: {item.error}")
-        else:
-            yield _recorded(context, item)
-    for thread in threads:
-        thread.join()
-    if failures:
-        names = ", ".join(failure.account for failure in failures)
-        raise dg.Failure(f"the push failed for AIQ account(s) {names}; the other accounts' results are recorded. "
-                         "Re-run the partition: what was delivered is not sent again.") from failures[0].error
 
 
 def _daily_push_spec(key: dg.AssetKey, deps: list[Any], description: str, **options: Any) -> dg.AssetSpec:
@@ -238,8 +145,8 @@ def _for_account(name: str, accounts: int) -> str:
 
 
 def _push_day(
-    context: dg.AssetExecutionContext, account: _Account, start: dt.datetime, end: dt.datetime
-) -> Iterator[_Daily]:
+    context: dg.AssetExecutionContext, account: Account, start: dt.datetime, end: dt.datetime
+) -> Iterator[Daily]:
     """One account's day: its personas, then its sales (not when a persona was not delivered)."""
     selected, keys, aiq = context.selected_asset_keys, account.assets, account.resource(context)
     with aiq.open_client() as client:
@@ -291,61 +198,7 @@ class PushConfig(dg.Config):
     )
 
 
-def _preview_day(
-    context: dg.AssetExecutionContext, account: _Account, start: dt.datetime, end: dt.datetime
-) -> Iterator[dg.AssetObservation]:
-    """One account's window as a dry run: what a real push would send, reported per push asset.
-
-    Dagster records an observation for one partition, and what a run of a range sends (its requests above all: one
-    stream of batches across the days) is the window's, not a day's. So each day of the window gets an observation
-    labeled with the window (``window_start``, ``window_end``, ``window_days``) carrying the window's figures, plus
-    how many records of that very day would be sent (``would_send_this_day``) and a per-day table.
-    """
-    selected, keys, aiq = context.selected_asset_keys, account.assets, account.resource(context)
-    with aiq.open_client() as client:
-        sync: SyncDatabase = context.resources.sync
-        pusher = PreviewPusher(sync.store(), client, aiq.account, context.run.run_id, account.log(context),
-                               account.scope)
-        reports: list[tuple[dg.AssetKey, PushReport, PushReport | None]] = []
-        if keys.personas in selected:
-            reports.append((keys.personas, *pusher.push_personas(start, end)))
-        if keys.sales in selected:
-            report, _ = pusher.push_sales(start, end, personas_pushed=keys.personas in selected)
-            reports.append((keys.sales, report, None))
-    days = context.partition_keys
-    for key, report, for_sales in reports:
-        preview = pusher.preview(report.entity)
-        limits = (aiq.requests_per_second, aiq.requests_per_minute, aiq.requests_per_hour)
-        # The sales' personas go in the personas' batches (their requests are counted there, with the personas').
-        quarantined = report.quarantined + (for_sales.quarantined if for_sales else 0)
-        metadata = {
-            "dry_run": True, "window_start": dg.MetadataValue.timestamp(start),
-            "window_end": dg.MetadataValue.timestamp(end), "window_days": len(days),
-            "new": preview.new, "changed": preview.changed, "overrides": report.overrides,
-            "unchanged": report.unchanged, "quarantined": quarantined, "voided_unsent": report.voided_unsent,
-            "would_send": preview.new + preview.changed, "aiq_requests": preview.requests,
-            "seconds_at_limits": round(seconds_at_limits(preview.requests, *limits), 1),
-            "aiq_account": aiq.uid,
-            "would_send_by_day": dg.MetadataValue.md(preview.by_day_markdown()),
-            "samples": dg.MetadataValue.md("\n\n".join(f"```json\n{s}\n```" for s in preview.samples) or "none"),
-        }
-        account.log(context).info(
-            f"dry run of {days[0]}..{days[-1]}, {report.entity}: {metadata['would_send']:,} would be sent "
-            f"({preview.new:,} new, {preview.changed:,} changed, {report.overrides:,} through the override), "
-            f"{report.unchanged:,} unchanged, {quarantined:,} quarantined; {preview.requests:,} requests, "
-            f"{metadata['seconds_at_limits']} s at the account's limits"
-        )
-        window = f"{days[0]}..{days[-1]}" if len(days) > 1 else days[0]
-        for day in days:
-            yield dg.AssetObservation(
-                asset_key=key, partition=day,
-                description=f"Dry run of {window}: the figures are the whole window's (window_days), not this day's; "
-                            "would_send_this_day is this day's own.",
-                metadata={**metadata, "would_send_this_day": preview.by_day[dt.date.fromisoformat(day)]},
-            )
-
-
-def _push_inventory(context: dg.AssetExecutionContext, account: _Account) -> Iterator[dg.MaterializeResult]:
+def _push_inventory(context: dg.AssetExecutionContext, account: Account) -> Iterator[dg.MaterializeResult]:
     aiq = account.resource(context)
     with aiq.open_client() as client:
         pusher = account.pusher(context, client, aiq)
@@ -361,7 +214,7 @@ def build_push_assets(
 ) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
     """The daily push (``aiq_push``: personas and sales of every account) and the inventory push (``aiq_inventory``)."""
     scopes = StoreScope.for_accounts({c.name: (c.locations, c.default) for c in configs})
-    accounts = [_Account(c, account_assets(c.name, prefixed=prefixed), scopes[c.name], len(configs) > 1)
+    accounts = [Account(c, account_assets(c.name, prefixed=prefixed), scopes[c.name], len(configs) > 1)
                 for c in configs]
     listed = frozenset(location for c in configs for location in c.locations)
     takes_the_rest = any(c.default for c in configs)
@@ -427,8 +280,8 @@ def build_push_assets(
             raise dg.Failure(f"a dry run carries the run tag {DRY_RUN_TAG}=true, which finds it among the runs: launch "
                              f"the job {DRY_RUN_JOB}, or add the tag to this run")
         if tagged:  # a run labeled a dry run never sends, whatever its config says
-            yield from _each_account(context, {
-                a.config.name: (lambda a=a: _preview_day(context, a, start, end))
+            yield from each_account(context, {
+                a.config.name: (lambda a=a: preview_window(context, a, start, end))
                 for a in accounts if {a.assets.personas, a.assets.sales} & selected
             })
             return
@@ -441,7 +294,7 @@ def build_push_assets(
         if split and personas and (held := hold_unplaced_shoppers(store.engine, days, run_id)):
             context.log.warning(f"{held} personas whose stores were never looked up in the POS go to no AIQ account "
                                 "and are quarantined: re-run their days")
-        yield from _each_account(context, {
+        yield from each_account(context, {
             a.config.name: (lambda a=a: _push_day(context, a, start, end))
             for a in accounts if {a.assets.personas, a.assets.sales} & selected
         })
@@ -452,7 +305,7 @@ def build_push_assets(
     )
     def aiq_inventory(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         """Push the inventory snapshot to every account, each with the stock of its own stores."""
-        yield from _each_account(context, {
+        yield from each_account(context, {
             a.config.name: (lambda a=a: _push_inventory(context, a))
             for a in accounts if a.assets.inventory in context.selected_asset_keys
         })
