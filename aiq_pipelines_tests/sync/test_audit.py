@@ -12,7 +12,7 @@ from aiq_pipelines.sync.ledger import RESEND
 from aiq_pipelines.sync.schema import aiq_audit
 from aiq_pipelines_tests.support.audit import DAY, audit, crowd, held, keys_sent, ledger_hashes
 from aiq_pipelines_tests.support.ratelimit import most_in_any_window
-from aiq_pipelines_tests.support.runs import checks, members_by_user, sync
+from aiq_pipelines_tests.support.runs import checks, members_by_user, metadata, sync
 
 GENEROUS = {"per_second": 1000, "per_minute": 100_000, "per_hour": 1_000_000}
 
@@ -43,9 +43,11 @@ def test_a_two_percent_drop_is_found_exactly_re_sent_exactly_and_then_confirmed(
     assert days_to_resend(sa.create_engine(sync_url)).keys() == {dt.date(2026, 6, 10)}
 
     since = sandbox.requests()[-1]["id"]
-    sync_day(pos, sync_url, sandbox)
+    again = sync_day(pos, sync_url, sandbox)
 
     assert sorted(keys_sent(sandbox, "createUpdateMembers", since)) == dropped
+    personas = metadata(again, "aiq_personas")
+    assert (personas["sent"], personas["personas_for_sales_sent"]) == (2, 2), "all four go in the personas' step"
     assert sorted(keys_sent(sandbox, "createUpdateSales", since)) == [f"S-{key}" for key in dropped]
     assert days_to_resend(sa.create_engine(sync_url)) == {}
     assert len(sandbox.state()["dropped"]) == 4, "none of them dropped again"
