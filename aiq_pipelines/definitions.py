@@ -3,6 +3,8 @@
 import dagster as dg
 
 from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
+from aiq_pipelines.defs.audit import DeliveryAudit, aiq_delivery_audit, delivery_audit
+from aiq_pipelines.defs.audit_automation import delivery_audit_schedule, resend_after_audit
 from aiq_pipelines.defs.automation import (
     daily_sync,
     inventory_sync,
@@ -26,7 +28,8 @@ from aiq_pipelines.defs.resources import build_resources
 # A drop folder is read by its own sensor, which syncs the days its files touch; the change sensor is for databases.
 drops = drop_definitions() if settings.pos_drop_dir is not None else {"assets": [], "jobs": [], "sensors": []}
 
-pipeline = [*drops["assets"], pos_transactions, pos_personas, pos_inventory, aiq_push, aiq_inventory, sync_quarantine]
+pipeline = [*drops["assets"], pos_transactions, pos_personas, pos_inventory, aiq_push, aiq_inventory, aiq_delivery_audit,
+            sync_quarantine]
 # Alerts only with a webhook to post to: without ALERT_WEBHOOK_URL they are not defined at all.
 alerts = [] if settings.alert_webhook_url is None else [
     alert_on_run_failure,
@@ -35,13 +38,13 @@ alerts = [] if settings.alert_webhook_url is None else [
 
 # Each asset links to its source file in the UI. In production, dg.link_code_references_to_git turns the links into
 # URLs of the deployed commit (see docs/production.md).
-resources = build_resources(settings)
+resources = {**build_resources(settings), "audit": DeliveryAudit.from_settings(settings)}
 retry_quarantined = build_retry_job([pos_transactions, pos_personas, aiq_push], resources)
 
 defs = dg.Definitions(
     assets=dg.with_source_code_references(pipeline),
-    jobs=[daily_sync, inventory_sync, quarantine_report, retry_quarantined, *drops["jobs"]],
-    schedules=[inventory_sync_schedule, nightly_reconciliation],
-    sensors=[*(drops["sensors"] or [pos_change_sensor]), quarantine_after_sync, *alerts],
+    jobs=[daily_sync, inventory_sync, quarantine_report, retry_quarantined, delivery_audit, *drops["jobs"]],
+    schedules=[inventory_sync_schedule, nightly_reconciliation, delivery_audit_schedule],
+    sensors=[*(drops["sensors"] or [pos_change_sensor]), quarantine_after_sync, resend_after_audit, *alerts],
     resources=resources,
 )

@@ -17,7 +17,8 @@ for _name in list(os.environ):
 from aiq_pipelines.pos import demo  # noqa: E402
 from aiq_pipelines_tests.support.pos_factory import PosFactory  # noqa: E402
 
-pytest_plugins = ["aiq_pipelines_tests.support.sandbox", "aiq_pipelines_tests.support.accounts"]
+pytest_plugins = ["aiq_pipelines_tests.support.sandbox", "aiq_pipelines_tests.support.accounts",
+                  "aiq_pipelines_tests.support.webhook"]
 
 DEMO_OPTIONS = demo.DemoOptions(
     days=7, stores=2, seed=7, end_date=dt.date(2026, 3, 10), min_sales=20, max_sales=60, products=60

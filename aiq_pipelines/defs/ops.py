@@ -16,6 +16,7 @@ from aiq_pipelines.defs.keys import CHECK_QUARANTINE_AGE, OPS_TAGS, OWNERS, SYNC
 from aiq_pipelines.defs.partitions import daily_partitions
 from aiq_pipelines.defs.resources import AlertWebhook, SyncDatabase
 from aiq_pipelines.pos.times import utc_now
+from aiq_pipelines.sync.audit_outcome import release_holds
 from aiq_pipelines.sync.held import counts, held_records
 
 TABLE_ROWS = 200  # the oldest records shown in the table; the counts cover all of them
@@ -183,6 +184,10 @@ def build_retry_job(assets: Sequence[dg.AssetsDefinition], resources: dict[str, 
         first, last = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()
         days = [r.business_date for r in held_records(sync.store().engine)
                 if r.business_date and first <= r.business_date.isoformat() <= (last or "")]
+        # What delivery audits hold is re-sent as it is (unlike a refusal, which waits for new content).
+        released = release_holds(sync.store().engine)
+        if released:
+            context.log.info(f"{released} personas held by delivery audits are released to be re-sent")
         failed = []
         for start, end in _ranges(days):
             tags = {"dagster/asset_partition_range_start": start.isoformat(),

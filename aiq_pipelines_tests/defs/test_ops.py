@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
-import threading
-from collections.abc import Iterator
-from typing import ClassVar
 
 import dagster as dg
 import pytest
@@ -15,39 +11,13 @@ import sqlalchemy as sa
 
 from aiq_pipelines.defs.keys import CHECK_QUARANTINE, POS_TRANSACTIONS
 from aiq_pipelines.defs.ops import alert_on_run_failure, build_check_alerts, build_retry_job, sync_quarantine
-from aiq_pipelines.defs.resources import AlertWebhook, PosDatabase, SyncDatabase
+from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
 from aiq_pipelines.pos.times import utc_now
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.held import held_records, reason_kind
 from aiq_pipelines.sync.schema import ensure_schema, quarantine
 from aiq_pipelines_tests.support.days import local
 from aiq_pipelines_tests.support.runs import DAILY, aiq_resource, sync
-
-
-class Receiver(http.server.BaseHTTPRequestHandler):
-    posts: ClassVar[list[dict]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Receiver.posts.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[AlertWebhook, list[dict]]]:
-    """A local webhook receiver and the AlertWebhook resource pointed at it."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    Receiver.posts = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield AlertWebhook(url=f"http://127.0.0.1:{server.server_port}/hook", ui_url="http://dagster.local"), Receiver.posts
-    finally:
-        server.shutdown()
 
 
 def materialize_quarantine(sync_url: str, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:

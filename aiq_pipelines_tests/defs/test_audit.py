@@ -1,0 +1,129 @@
+"""The delivery audit in Dagster: a materialization per day, its check, the alert, the schedule that asks for due days,
+the sensor that re-syncs what went missing, and retry_quarantined re-sending what audits hold."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pytest
+
+from aiq_pipelines.defs.audit import AIQ_DELIVERY_AUDIT, CHECK_NONE_MISSING, DeliveryAudit, aiq_delivery_audit
+from aiq_pipelines.defs.audit_automation import audit_requests, resend_after_audit
+from aiq_pipelines.defs.ops import build_check_alerts, build_retry_job
+from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.settings import load_settings
+from aiq_pipelines_tests.support.audit import DAY, crowd, held, keys_sent
+from aiq_pipelines_tests.support.days import local
+from aiq_pipelines_tests.support.runs import DAILY, aiq_resource, sync
+
+GENEROUS = {"per_second": 1000, "per_minute": 100_000, "per_hour": 1_000_000}
+
+
+def resources(pos, sync_url, sandbox, **audit) -> dict:
+    return {"pos": PosDatabase.from_settings(load_settings(), url=pos.url),
+            "sync": SyncDatabase.from_settings(load_settings(), url=sync_url),
+            "aiq": aiq_resource(sandbox, sync_url),
+            "audit": DeliveryAudit.from_settings(load_settings(), **{"after_hours": 0, **audit})}
+
+
+def audit_run(instance, pos, sync_url, sandbox, first=DAY, last=DAY, **audit) -> dg.ExecuteInProcessResult:
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    result = dg.materialize([aiq_delivery_audit], instance=instance, tags=tags,
+                            resources=resources(pos, sync_url, sandbox, **audit))
+    assert result.success
+    return result
+
+
+def test_each_day_is_materialized_with_its_counts_the_check_fails_and_the_alert_and_resend_follow(
+    pos, sync_url, sandbox_factory, webhook
+):
+    sandbox = sandbox_factory(drop_personas=0.02, drop_seed=8, **GENEROUS)
+    crowd(pos, 200)
+    pos.add_customer("C900", phone="7204829000", email="late@example.com", modified=local(2026, 6, 11, 9))
+    pos.add_sale("S-C900", local(2026, 6, 11, 10), customer_id="C900")
+    alert, posts = webhook
+    with dg.instance_for_test() as instance:
+        assert sync(pos.url, sync_url, sandbox, DAY, "2026-06-11", instance=instance).success
+
+        result = audit_run(instance, pos, sync_url, sandbox, DAY, "2026-06-11")
+
+        days = {e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
+                for e in result.get_asset_materialization_events()}
+        assert sorted(days) == [DAY, "2026-06-11"], "a materialization of its own per day"
+        june_10 = days[DAY]
+        assert (june_10["personas"], june_10["confirmed"], june_10["missing"], june_10["pending"]) == (200, 196, 4, 0)
+        assert (june_10["sales_audited"], june_10["sales_unattributed"], june_10["read_method"]) == (200, 4, "page")
+        assert june_10["sampled"] is False and june_10["missing_rate"] == pytest.approx(0.02)
+        assert "| `C055` | missing |" in june_10["records"] and "not read back" in june_10["sale_lines"]
+        assert (days["2026-06-11"]["personas"], days["2026-06-11"]["confirmed"]) == (1, 1)
+        text = json.dumps(days, default=str)
+        assert not any(pii in text for pii in ("@example.com", "720482", "Name1", "Shopper")), "keys, never PII"
+        [check] = result.get_asset_check_evaluations()
+        assert (check.check_name, check.passed, check.severity) == (
+            CHECK_NONE_MISSING, False, dg.AssetCheckSeverity.ERROR), "2% is above AUDIT_MAX_MISSING_RATE's 1%"
+        assert check.description.startswith("4 of 201 personas read back are missing at AIQ (2.0%")
+
+        alerts = build_check_alerts([dg.AssetCheckKey(AIQ_DELIVERY_AUDIT, CHECK_NONE_MISSING)], [])
+        alerts(dg.build_sensor_context(instance=instance, resources={"alerts": alert}))
+        tick = resend_after_audit(dg.build_sensor_context(instance=instance, resources={
+            "sync": SyncDatabase.from_settings(load_settings(), url=sync_url)}))
+
+    [post] = posts
+    assert post["text"].startswith("aiq-pipelines: check none_missing on aiq_delivery_audit failed\n")
+    assert "4 of 201 personas" in post["text"] and "@example.com" not in post["text"]
+    [request] = tick.run_requests
+    assert request.partition_key == DAY and request.run_key.startswith(f"resend:{DAY}@")
+
+
+def test_the_check_only_warns_below_the_threshold(pos, sync_url, sandbox_factory):
+    sandbox = sandbox_factory(drop_keys="C003", **GENEROUS)
+    crowd(pos, 200)
+    with dg.instance_for_test() as instance:
+        sync(pos.url, sync_url, sandbox, DAY, DAY, instance=instance)
+        [check] = audit_run(instance, pos, sync_url, sandbox).get_asset_check_evaluations()
+
+    assert (check.passed, check.severity) == (False, dg.AssetCheckSeverity.WARN), "0.5% missing warns"
+
+
+def test_the_schedule_asks_for_days_pushed_long_enough_ago_and_not_audited_since(pos, sync_url, sandbox):
+    crowd(pos, 5)
+    pos.add_sale("S-11", local(2026, 6, 11, 10), customer_id="C001")
+    pos.add_sale("S-13", local(2026, 6, 13, 10), customer_id="C002")
+    now = dt.datetime.now(dt.UTC)
+    later = now + dt.timedelta(hours=2)
+    with dg.instance_for_test() as instance:
+        sync(pos.url, sync_url, sandbox, DAY, "2026-06-13", instance=instance)
+
+        assert audit_requests(instance, later, after_hours=24) == [], "pushed less than 24 hours before"
+        requests = audit_requests(instance, later, after_hours=1)
+        assert [(r.tags, r.partition_key, r.asset_selection) for r in requests] == [(
+            {"dagster/asset_partition_range_start": DAY, "dagster/asset_partition_range_end": "2026-06-13"}, None,
+            [AIQ_DELIVERY_AUDIT])], "one run for the consecutive days"
+        assert requests[0].run_key.startswith(f"aiq_delivery_audit:{DAY}..2026-06-13@")
+
+        audit_run(instance, pos, sync_url, sandbox, DAY, "2026-06-12")
+        [request] = audit_requests(instance, later, after_hours=1)
+        assert (request.partition_key, request.tags) == ("2026-06-13", {}), "June 10 to 12 are audited"
+
+        sync(pos.url, sync_url, sandbox, "2026-06-11", "2026-06-11", instance=instance)
+        assert [r.partition_key for r in audit_requests(instance, later, after_hours=1)] == [
+            "2026-06-11", "2026-06-13"], "June 11 pushed again: due again, apart from June 13"
+
+
+def test_retry_quarantined_re_sends_what_audits_hold(pos, sync_url, sandbox_factory):
+    sandbox = sandbox_factory(drop_keys="C003:2", **GENEROUS)
+    crowd(pos, 10)
+    with dg.instance_for_test() as instance:
+        for _ in range(2):  # sent and dropped, audited; re-sent and dropped again, audited: held
+            sync(pos.url, sync_url, sandbox, DAY, DAY, instance=instance)
+            audit_run(instance, pos, sync_url, sandbox)
+        assert list(held(sync_url)) == ["C003"]
+        since = sandbox.requests()[-1]["id"]
+        retry_resources = resources(pos, sync_url, sandbox)
+        retry = build_retry_job(DAILY, retry_resources).execute_in_process(instance=instance,
+                                                                            resources=retry_resources)
+
+    assert retry.success
+    assert keys_sent(sandbox, "createUpdateMembers", since) == ["C003"]
+    assert keys_sent(sandbox, "createUpdateSales", since) == ["S-C003"]
+    assert held(sync_url) == {} and "C003" in {m["pos_user"] for m in sandbox.state()["members"]}
