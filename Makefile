@@ -13,12 +13,17 @@ export AIQ_UID ?= sandbox
 export PULL_API_KEYS ?= pull-dev-key
 # `make dev ACCOUNTS=2`: the demo's stores dealt out to two AIQ accounts, each a sandbox of its own (8765, 8775, ...).
 ACCOUNTS ?= 1
+# The sandbox behaves like AIQ: writes show a minute after they are accepted and 2% of personas never land, so the
+# delivery audit (which reads back after AUDIT_AFTER_HOURS, 6 minutes in `make dev`) has something to find.
+SANDBOX_APPLY_DELAY ?= 60
+SANDBOX_DROP ?= 0.02
+DEV_AUDIT_AFTER_HOURS ?= 0.1
 # `make dev DROP=1`: sync the demo from a drop folder of CSV files (.data/drop) instead of its database.
 ifeq ($(DROP),1)
 export POS_DROP_DIR ?= $(CURDIR)/.data/drop
 endif
 
-.PHONY: dev test install demo-data sandbox clean bench bench-pull
+.PHONY: dev test install demo-data sandbox clean bench bench-pull bench-audit
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -40,19 +45,21 @@ dev: install demo-data
 	pids=""; \
 	if [ "$(ACCOUNTS)" != 1 ]; then export AIQ_ACCOUNTS_FILE="$(CURDIR)/.data/aiq_accounts.yaml"; fi; \
 	if [ "$$AIQ_BASE_URL" = "$(SANDBOX_URL)" ]; then \
-	  $(BIN)/aiq-sandbox --port 8765 --db .data/sandbox.db >> .data/sandbox.log 2>&1 & pids="$$pids $$!"; \
+	  $(BIN)/aiq-sandbox --port 8765 --db .data/sandbox.db --apply-delay $(SANDBOX_APPLY_DELAY) \
+	    --drop-personas $(SANDBOX_DROP) >> .data/sandbox.log 2>&1 & pids="$$pids $$!"; \
 	  echo "AIQ sandbox on $(SANDBOX_URL) (log: .data/sandbox.log)"; \
 	  for k in $$(seq 2 $(ACCOUNTS)); do \
 	    port=$$((8765 + 10 * (k - 1))); export AIQ_API_KEY_$$k="sandbox-dev-key-$$k"; \
 	    AIQ_API_KEY="sandbox-dev-key-$$k" $(BIN)/aiq-sandbox --port $$port --uid sandbox-$$k \
-	      --db .data/sandbox-$$k.db >> .data/sandbox-$$k.log 2>&1 & pids="$$pids $$!"; \
+	      --db .data/sandbox-$$k.db --apply-delay $(SANDBOX_APPLY_DELAY) --drop-personas $(SANDBOX_DROP) \
+	      >> .data/sandbox-$$k.log 2>&1 & pids="$$pids $$!"; \
 	    echo "AIQ sandbox of account_$$k on http://127.0.0.1:$$port (log: .data/sandbox-$$k.log)"; \
 	  done; \
 	fi; \
 	$(BIN)/aiq-pipelines pull-api --port 8766 >> .data/pull-api.log 2>&1 & pids="$$pids $$!"; \
 	echo "pull API on http://127.0.0.1:8766 (docs: /docs, key: PULL_API_KEYS, log: .data/pull-api.log)"; \
 	trap 'kill $$pids 2>/dev/null' EXIT; \
-	$(BIN)/dagster dev -w workspace.yaml -p 3000
+	AUDIT_AFTER_HOURS="$${AUDIT_AFTER_HOURS:-$(DEV_AUDIT_AFTER_HOURS)}" $(BIN)/dagster dev -w workspace.yaml -p 3000
 
 # The linter first (a second), then the suite.
 test: install
@@ -65,6 +72,9 @@ bench: install
 
 bench-pull: install
 	$(BIN)/python -m bench.pull $(BENCH_ARGS)
+
+bench-audit: install
+	$(BIN)/python -m bench.audit $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

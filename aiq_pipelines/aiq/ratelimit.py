@@ -78,13 +78,12 @@ class BudgetShare:
         if not self.purpose or not 0 < self.fraction <= 1:
             raise ValueError("a budget share needs a purpose and a fraction above 0 and at most 1")
 
-    def windows(self, windows: Sequence[_Window]) -> tuple[_Window, ...]:
-        """The share's own windows: ``fraction`` of each of ``windows``."""
+    def windows(self, windows: Sequence[tuple[float, int]]) -> tuple[tuple[float, int], ...]:
+        """The share's own ``(seconds, limit)`` windows: ``fraction`` of each of ``windows``."""
         shared = []
-        for window in windows:
-            quota = self.fraction * window.limit
-            shared.append(_Window(window.seconds, int(quota + 1e-9)) if quota >= 1 - 1e-9 else
-                          _Window(window.seconds / quota, 1))
+        for seconds, limit in windows:
+            quota = self.fraction * limit
+            shared.append((seconds, int(quota + 1e-9)) if quota >= 1 - 1e-9 else (seconds / quota, 1))
         return tuple(shared)
 
 
@@ -117,7 +116,8 @@ class AccountRateLimiter:
         self.margin_seconds = margin_seconds
         self.share = share
         self._windows = tuple(_Window(w, n) for w, n in zip(window_seconds, limits, strict=True))
-        self._shared = share.windows(self._windows) if share else ()
+        self._shared = tuple(_Window(*w) for w in share.windows([(w.seconds, w.limit) for w in self._windows])
+                             ) if share else ()
         self._spans = tuple(self._span(w) for w in self._windows)
         self._shared_spans = tuple(self._span(w) for w in self._shared)
         self._horizon = max(self._spans + self._shared_spans)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq.ratelimit import SEND_LOG, STANDARD_WINDOWS, AccountRateLimiter, BudgetShare, _Window
+from aiq_pipelines.aiq.ratelimit import SEND_LOG, STANDARD_WINDOWS, AccountRateLimiter, BudgetShare
 from aiq_pipelines_tests.support.ratelimit import (
     PER_MINUTE,
     PER_SECOND,
@@ -68,9 +68,9 @@ def test_accounts_have_separate_budgets(tmp_path: Path) -> None:
 
 
 def test_a_share_of_aiq_s_limits_stretches_a_window_whose_share_is_under_one_request() -> None:
-    windows = [_Window(seconds, limit) for seconds, limit in zip(STANDARD_WINDOWS, (5, 120, 2000), strict=True)]
-    assert BudgetShare("audit", 0.05).windows(windows) == (_Window(4.0, 1), _Window(60.0, 6), _Window(3600.0, 100))
-    assert BudgetShare("audit", 0.5).windows(windows)[0] == _Window(1.0, 2)
+    windows = list(zip(STANDARD_WINDOWS, (5, 120, 2000), strict=True))
+    assert BudgetShare("audit", 0.05).windows(windows) == ((4.0, 1), (60.0, 6), (3600.0, 100))
+    assert BudgetShare("audit", 0.5).windows(windows)[0] == (1.0, 2)
     with pytest.raises(ValueError, match="fraction above 0"):
         BudgetShare("audit", 0)
 
