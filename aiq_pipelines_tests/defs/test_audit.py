@@ -6,12 +6,22 @@ import json
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
-from aiq_pipelines.defs.audit import AIQ_DELIVERY_AUDIT, CHECK_NONE_MISSING, DeliveryAudit, aiq_delivery_audit
+from aiq_pipelines.defs.audit import (
+    AIQ_DELIVERY_AUDIT,
+    CHECK_NONE_MISSING,
+    DeliveryAudit,
+    aiq_delivery_audit,
+    build_audit_assets,
+)
 from aiq_pipelines.defs.audit_automation import audit_requests, resend_after_audit
 from aiq_pipelines.defs.ops import build_check_alerts, build_retry_job
-from aiq_pipelines.defs.resources import PosDatabase, SyncDatabase
+from aiq_pipelines.defs.resources import AiqResource, PosDatabase, SyncDatabase
 from aiq_pipelines.settings import load_settings
+from aiq_pipelines.sync.ledger import RESEND
+from aiq_pipelines.sync.schema import aiq_ledger
+from aiq_pipelines_tests.support import accounts
 from aiq_pipelines_tests.support.audit import DAY, crowd, held, keys_sent
 from aiq_pipelines_tests.support.days import local
 from aiq_pipelines_tests.support.runs import DAILY, aiq_resource, sync
@@ -127,3 +137,39 @@ def test_retry_quarantined_re_sends_what_audits_hold(pos, sync_url, sandbox_fact
     assert keys_sent(sandbox, "createUpdateMembers", since) == ["C003"]
     assert keys_sent(sandbox, "createUpdateSales", since) == ["S-C003"]
     assert held(sync_url) == {} and "C003" in {m["pos_user"] for m in sandbox.state()["members"]}
+
+
+def test_each_account_audits_its_own_shoppers_at_its_own_aiq(chain, sync_url, sandbox_factory):
+    # B1 shops in both accounts' stores; Arizona's AIQ drops it, Colorado's keeps it.
+    colorado_box = sandbox_factory(uid="colorado-uid", **accounts.SANDBOX_LIMITS)
+    arizona_box = sandbox_factory(uid="arizona-uid", drop_keys="B1", **accounts.SANDBOX_LIMITS)
+    colorado = accounts.account("colorado", colorado_box, ["STORE-01"])
+    arizona = accounts.account("arizona", arizona_box, ["STORE-PHX"])
+    assert accounts.run(chain.url, sync_url, {colorado: colorado_box, arizona: arizona_box}).success
+    settings = load_settings()
+    resources = {"sync": SyncDatabase.from_settings(settings, url=sync_url),
+                 "audit": DeliveryAudit.from_settings(settings, after_hours=0)}
+    for config, box in ((colorado, colorado_box), (arizona, arizona_box)):
+        resources[f"aiq_{config.name}"] = AiqResource.from_account(settings, config, api_key=box.api_key,
+                                                                   rate_limit_database_url=sync_url)
+    reads_before = [len(box.requests()) for box in (colorado_box, arizona_box)]
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([build_audit_assets([colorado, arizona], prefixed=True)], instance=instance,
+                                partition_key=accounts.DAY, resources=resources)
+
+    days = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+            for e in result.get_asset_materialization_events()}
+    assert (days["colorado/aiq_delivery_audit"]["confirmed"], days["colorado/aiq_delivery_audit"]["missing"]) == (5, 0)
+    assert (days["arizona/aiq_delivery_audit"]["confirmed"], days["arizona/aiq_delivery_audit"]["missing"]) == (4, 1)
+    assert "`B1`" in days["arizona/aiq_delivery_audit"]["records"]
+    assert [days[f"{name}/aiq_delivery_audit"]["personas"] for name in ("colorado", "arizona")] == [5, 5], (
+        "each account's own stores' shoppers")
+    assert [len(box.requests()) - before for box, before in zip((colorado_box, arizona_box), reads_before,
+                                                                 strict=True)] == [1, 1], "one page at each AIQ"
+    assert {c.asset_key.to_user_string(): c.passed for c in result.get_asset_check_evaluations()} == {
+        "colorado/aiq_delivery_audit": True, "arizona/aiq_delivery_audit": False}
+    with sa.create_engine(sync_url).connect() as conn:
+        cleared = conn.execute(sa.select(aiq_ledger.c.account).where(aiq_ledger.c.record_key == "B1",
+                                                                     aiq_ledger.c.payload_hash == RESEND)).all()
+    assert cleared == [(arizona.ledger_account,)], "re-sent to Arizona only"
