@@ -11,14 +11,14 @@ a persona dropped twice. Days an audit run already queued or running covers are 
 
 
 import datetime as dt
-import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import dagster as dg
 
 from aiq_pipelines.defs.audit import audit_key, delivery_audit
 from aiq_pipelines.defs.automation import daily_sync
 from aiq_pipelines.defs.keys import account_assets
+from aiq_pipelines.defs.ops import consecutive_ranges
 from aiq_pipelines.defs.partitions import daily_partitions, settings
 from aiq_pipelines.defs.resources import SyncDatabase
 from aiq_pipelines.sync.audit_outcome import days_to_resend
@@ -68,13 +68,6 @@ def _covered(instance: dg.DagsterInstance, audit: dg.AssetKey) -> set[str]:
     return days
 
 
-def ranges(days: Iterable[str]) -> list[tuple[str, str]]:
-    """Consecutive days as ``(first, last)`` ranges."""
-    ordered = sorted(dt.date.fromisoformat(day) for day in days)
-    groups = itertools.groupby(enumerate(ordered), key=lambda pair: pair[1] - dt.timedelta(days=pair[0]))
-    return [(run[0][1].isoformat(), run[-1][1].isoformat()) for run in (list(group) for _, group in groups)]
-
-
 def audit_requests(instance: dg.DagsterInstance, now: dt.datetime, after_hours: float) -> list[dg.RunRequest]:
     """A request per account and range of consecutive due days."""
     requests = []
@@ -83,7 +76,8 @@ def audit_requests(instance: dg.DagsterInstance, now: dt.datetime, after_hours: 
         pushes, audit = account_assets(config.name, prefixed=prefixed), audit_key(config.name, prefixed=prefixed)
         due = due_days(instance, [pushes.personas, pushes.sales], audit, now - dt.timedelta(hours=after_hours))
         covered = _covered(instance, audit)
-        for first, last in ranges(day for day in due if day not in covered):
+        waiting = [dt.date.fromisoformat(day) for day in due if day not in covered]
+        for first, last in ((a.isoformat(), b.isoformat()) for a, b in consecutive_ranges(waiting)):
             newest = max(storage_id for day, storage_id in due.items() if first <= day <= last)
             tags = {} if first == last else {RANGE_START: first, RANGE_END: last}
             requests.append(dg.RunRequest(

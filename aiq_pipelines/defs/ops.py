@@ -162,7 +162,7 @@ def build_check_alerts(check_keys: Sequence[dg.AssetCheckKey], fresh_assets: Seq
     return alert_on_check_failure
 
 
-def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
+def consecutive_ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
     """Consecutive days as [first, last] ranges."""
     ranges: list[list[dt.date]] = []
     for day in sorted(set(days)):
@@ -189,7 +189,7 @@ def build_retry_job(assets: Sequence[dg.AssetsDefinition], resources: dict[str, 
         if released:
             context.log.info(f"{released} personas held by delivery audits are released to be re-sent")
         failed = []
-        for start, end in _ranges(days):
+        for start, end in consecutive_ranges(days):
             tags = {"dagster/asset_partition_range_start": start.isoformat(),
                     "dagster/asset_partition_range_end": end.isoformat(), "retry_of": context.run.run_id}
             result = dg.materialize(assets, instance=context.instance, resources=resources, tags=tags,
@@ -201,7 +201,7 @@ def build_retry_job(assets: Sequence[dg.AssetsDefinition], resources: dict[str, 
         if failed:
             raise dg.Failure(f"retrying failed for days {', '.join(failed)}: see those runs")
         return dg.Output(len(set(days)), metadata={"days_retried": len(set(days)),
-                                                   "ranges": len(_ranges(days))})
+                                                   "ranges": len(consecutive_ranges(days))})
 
     @dg.job(name="retry_quarantined", description="Extract and push again exactly the business days that hold "
             "quarantined records (a run per range of consecutive days).", executor_def=dg.in_process_executor)
