@@ -7,7 +7,8 @@ Each persona of a day (``sync.audit_targets``) is:
 - **mismatched**: AIQ holds it with other values in some fields (named, never shown);
 - **missing**: AIQ acknowledged it and does not have it;
 - **pending**: acknowledged less than ``after`` ago (AIQ applies bulk writes "up to 24 hours" later), so not read yet;
-- **unread**: left out of a random sample, or not reached by paging within the budget;
+- **unread**: left out of a random sample, not reached by paging within the budget, or (searching) with neither a
+  contactID, a phone nor an email to look for;
 - **not audited**: the ledger does not hold it as staged (not sent yet, changed since, quarantined, or found missing
   before and waiting to be re-sent: ``awaiting_resend``).
 
@@ -35,7 +36,7 @@ from aiq_pipelines.aiq.client import AiqClient
 from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.pos.times import utc_now
 from aiq_pipelines.sync.accounts import EVERYTHING, StoreScope
-from aiq_pipelines.sync.audit_outcome import MISMATCHED, MISSING, Verdict, settle
+from aiq_pipelines.sync.audit_outcome import CONFIRMED, MISMATCHED, MISSING, Verdict, settle
 from aiq_pipelines.sync.audit_reads import Plan, differences, plan, read
 from aiq_pipelines.sync.audit_targets import Sale, Targets, targets
 from aiq_pipelines.sync.ledger import Ledger
@@ -143,15 +144,15 @@ class Auditor:
         fields: dict[str, tuple[str, ...]] = {}
         for key, held in got.found.items():
             fields[key] = () if held is None else differences(found.sent[key], held)
-            status[key] = MISSING if held is None else MISMATCHED if fields[key] else "confirmed"
+            status[key] = MISSING if held is None else MISMATCHED if fields[key] else CONFIRMED
         day_of = {key: day for day in sorted(found.personas, reverse=True) for key in found.personas[day]}
         verdicts = [Verdict(found.sent[key], day_of[key], state, fields[key])
-                    for key, state in sorted(status.items()) if state != "confirmed"]
+                    for key, state in sorted(status.items()) if state != CONFIRMED]
         by_customer: dict[str, list[Sale]] = {}
         for sales in found.sales.values():
             for sale in sales:
                 by_customer.setdefault(sale.customer, []).append(sale)
-        confirmed = [key for key, state in status.items() if state == "confirmed"]
+        confirmed = [key for key, state in status.items() if state == CONFIRMED]
         resend, held = settle(self.engine, self.account, self.run_id, now, confirmed, verdicts, by_customer)
         result.requests += requests
         result.resend += resend
@@ -174,7 +175,7 @@ class Auditor:
         personas = found.personas.get(day, set())
         states = [status[key] for key in personas if key in status]
         report = DayAudit(
-            day, personas=len(personas), confirmed=states.count("confirmed"), mismatched=states.count(MISMATCHED),
+            day, personas=len(personas), confirmed=states.count(CONFIRMED), mismatched=states.count(MISMATCHED),
             missing=states.count(MISSING), pending=len(personas & (found.sent.keys() - readable)),
             not_audited=len(personas - found.sent.keys()), awaiting_resend=len(personas & found.awaiting_resend),
             readable=len(personas & readable), sampled=planned.sampled, method=planned.method,
@@ -185,6 +186,6 @@ class Auditor:
         for sale in found.sales.get(day, ()):
             report.sales_audited += 1
             state = status.get(sale.customer)
-            report.sales_attributed += state in ("confirmed", MISMATCHED)
+            report.sales_attributed += state in (CONFIRMED, MISMATCHED)
             report.sales_unattributed += state == MISSING
         return report

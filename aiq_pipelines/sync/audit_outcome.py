@@ -28,7 +28,7 @@ from aiq_pipelines.sync.ledger import RESEND
 from aiq_pipelines.sync.quarantine import Stage
 from aiq_pipelines.sync.schema import aiq_audit, aiq_ledger, quarantine, staged_transactions
 
-MISSING, MISMATCHED = "missing", "mismatched"
+CONFIRMED, MISSING, MISMATCHED = "confirmed", "missing", "mismatched"
 HOLD_AFTER = 2  # audits running that did not find a persona as sent, before it is held
 
 

@@ -53,17 +53,17 @@ def plan(readable: Iterable[str], account_personas: int, page_size: int, max_req
 
 @dataclass
 class Read:
-    """What a read found: per persona AIQ's copy (None: not there); ``unread`` when paging stopped at the budget."""
+    """What a read found: per persona read, AIQ's copy (None: not there). A persona paging did not reach within the
+    budget, or one a search cannot look for (no contactID, phone or email), is not in it: unread."""
 
     found: dict[str, PersonaMatch | None] = field(default_factory=dict)
-    unread: set[str] = field(default_factory=set)
     pages: int = 0
 
 
 def read(client: AiqClient, planned: Plan, sent: dict[str, Sent], page_size: int, max_requests: int) -> Read:
     if planned.method == PAGE:
         return _page(client, [sent[key] for key in planned.personas], page_size, max_requests)
-    return Read({key: _search(client, sent[key]) for key in planned.personas})
+    return Read({key: _search(client, sent[key]) for key in planned.personas if _terms(sent[key])})
 
 
 def _page(client: AiqClient, personas: list[Sent], page_size: int, max_requests: int) -> Read:
@@ -80,14 +80,17 @@ def _page(client: AiqClient, personas: list[Sent], page_size: int, max_requests:
         if len(page) < page_size or len(result.found) == len(personas):
             result.found.update({p.key: None for p in personas if p.key not in result.found})
             return result
-    result.unread = {p.key for p in personas if p.key not in result.found}
     return result
 
 
+def _terms(persona: Sent) -> list[str]:
+    """What to search a persona by: its contactID when AIQ gave one, else the phone, then the email, sent."""
+    return [persona.contact_id] if persona.contact_id else [t for t in (persona.phone, persona.email) if t]
+
+
 def _search(client: AiqClient, persona: Sent) -> PersonaMatch | None:
-    """AIQ's copy of one persona: by its contactID when AIQ gave one, else by the phone, then the email, sent."""
-    terms = [persona.contact_id] if persona.contact_id else [t for t in (persona.phone, persona.email) if t]
-    for term in terms:
+    """AIQ's copy of one persona, or None when no search for it finds it."""
+    for term in _terms(persona):
         results = client.search_personas(term)
         mine = [r for r in results if r.pos_user == persona.key or (persona.contact_id and
                                                                      r.contact_id == persona.contact_id)]

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from aiq_pipelines.sync.audit import wilson
 from aiq_pipelines.sync.audit_outcome import days_to_resend, release_holds
 from aiq_pipelines.sync.ledger import RESEND
-from aiq_pipelines.sync.schema import aiq_audit
+from aiq_pipelines.sync.schema import aiq_audit, aiq_ledger
 from aiq_pipelines_tests.support.audit import DAY, audit, crowd, held, keys_sent, ledger_hashes
 from aiq_pipelines_tests.support.ratelimit import most_in_any_window
 from aiq_pipelines_tests.support.runs import checks, members_by_user, metadata, sync
@@ -148,15 +148,19 @@ def test_paging_stops_once_every_persona_is_found_and_a_small_day_is_searched(po
 
     assert (result.days[0].method, result.requests, result.days[0].confirmed) == ("page", 25, 250), (
         "the 25th page found the last persona: no 26th")
-    pos.execute("UPDATE customers SET last_modified_at = :m WHERE customer_id IN ('C200', 'C201')",
+    pos.execute("UPDATE customers SET last_modified_at = :m WHERE customer_id IN ('C200', 'C201', 'C202')",
                 m="2026-06-11 15:00:00")
+    pos.execute("UPDATE customers SET phone = NULL, email = NULL WHERE customer_id = 'C202'")
     sync(pos.url, sync_url, sandbox, "2026-06-11", "2026-06-11")
+    with sa.create_engine(sync_url).begin() as conn:  # as if AIQ had not answered its contactID
+        conn.execute(aiq_ledger.update().where(aiq_ledger.c.record_key == "C202").values(contact_id=None))
     since = sandbox.requests()[-1]["id"]
 
     (day,) = audit(sandbox, sync_url, "2026-06-11").days
 
-    assert (day.method, day.confirmed, day.personas) == ("search", 2, 2)
-    assert len([r for r in sandbox.requests(since) if "piis" in r["path"]]) == 2, "2 searches beat 3 pages"
+    assert (day.method, day.confirmed, day.missing, day.unread, day.personas) == ("search", 2, 0, 1, 3), (
+        "C202 has nothing to be searched by: unread, not missing")
+    assert len([r for r in sandbox.requests(since) if "piis" in r["path"]]) == 2, "searches, no more than the 3 pages; none for C202"
 
 
 def test_a_day_too_big_for_its_share_is_sampled_and_says_what_the_sample_says(pos, sync_url, sandbox_factory):
