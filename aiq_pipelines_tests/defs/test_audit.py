@@ -110,6 +110,11 @@ def test_the_schedule_asks_for_days_pushed_long_enough_ago_and_not_audited_since
             {"dagster/asset_partition_range_start": DAY, "dagster/asset_partition_range_end": "2026-06-13"}, None,
             [AIQ_DELIVERY_AUDIT])], "one run for the consecutive days"
         assert requests[0].run_key.startswith(f"aiq_delivery_audit:{DAY}..2026-06-13@")
+        running = dg.DagsterRun(job_name="delivery_audit", run_id="running-audit", status=dg.DagsterRunStatus.STARTED,
+                               tags=requests[0].tags)
+        instance.add_run(running)
+        assert audit_requests(instance, later, after_hours=1) == [], "an audit run in flight covers those days"
+        instance.delete_run("running-audit")
 
         audit_run(instance, pos, sync_url, sandbox, DAY, "2026-06-12")
         [request] = audit_requests(instance, later, after_hours=1)
