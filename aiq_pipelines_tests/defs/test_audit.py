@@ -16,7 +16,7 @@ from aiq_pipelines.defs.audit import (
     build_audit_assets,
 )
 from aiq_pipelines.defs.audit_automation import audit_requests, resend_after_audit
-from aiq_pipelines.defs.ops import build_check_alerts, build_retry_job
+from aiq_pipelines.defs.ops import build_check_alerts, build_retry_job, sync_quarantine
 from aiq_pipelines.defs.resources import AiqResource, PosDatabase, SyncDatabase
 from aiq_pipelines.settings import load_settings
 from aiq_pipelines.sync.ledger import RESEND
@@ -66,7 +66,9 @@ def test_each_day_is_materialized_with_its_counts_the_check_fails_and_the_alert_
         assert june_10["sampled"] is False and june_10["missing_rate"] == pytest.approx(0.02)
         assert "| `C055` | missing |" in june_10["records"] and "not read back" in june_10["sale_lines"]
         assert (days["2026-06-11"]["personas"], days["2026-06-11"]["confirmed"]) == (1, 1)
-        text = json.dumps(days, default=str)
+        events = [entry.user_message for entry in instance.all_logs(result.run_id)]
+        text = json.dumps([days, events], default=str)
+        assert any("audit 2026-06-10: 196 confirmed" in m for m in events), "the run's log lines are searched too"
         assert not any(pii in text for pii in ("@example.com", "720482", "Name1", "Shopper")), "keys, never PII"
         [check] = result.get_asset_check_evaluations()
         assert (check.check_name, check.passed, check.severity) == (
@@ -133,8 +135,14 @@ def test_retry_quarantined_re_sends_what_audits_hold(pos, sync_url, sandbox_fact
             sync(pos.url, sync_url, sandbox, DAY, DAY, instance=instance)
             audit_run(instance, pos, sync_url, sandbox)
         assert list(held(sync_url)) == ["C003"]
-        since = sandbox.requests()[-1]["id"]
         retry_resources = resources(pos, sync_url, sandbox)
+        shown = dg.materialize([sync_quarantine], instance=instance, resources={"sync": retry_resources["sync"]})
+        report = shown.get_asset_materialization_events()[0].materialization.metadata
+        assert (report["stage audit"].value, report["quarantined"].value) == (1, 1), "visible in sync_quarantine"
+        [row] = report["records"].value.records
+        assert (row.data["key"], row.data["stage"]) == ("C003", "audit")
+        assert row.data["reason"].startswith("accepted by AIQ, absent after ")
+        since = sandbox.requests()[-1]["id"]
         retry = build_retry_job(DAILY, retry_resources).execute_in_process(instance=instance,
                                                                             resources=retry_resources)
 

@@ -67,6 +67,10 @@ def test_a_persona_dropped_twice_is_held_in_quarantine_until_retried(pos, sync_u
     sandbox = sandbox_factory(drop_keys="C007:2", **GENEROUS)
     crowd(pos, 30)
     sync_day(pos, sync_url, sandbox)
+    with sa.create_engine(sync_url).begin() as conn:  # as if AIQ had accepted it 30 hours before this audit
+        c007 = aiq_ledger.c.record_key == "C007"
+        acked = conn.scalar(sa.select(aiq_ledger.c.acked_at).where(c007))
+        conn.execute(aiq_ledger.update().where(c007).values(acked_at=acked - dt.timedelta(hours=30)))
     assert audit(sandbox, sync_url).days[0].missing_keys == ["C007"]
     sync_day(pos, sync_url, sandbox)  # re-sent, and dropped again
 
@@ -74,7 +78,8 @@ def test_a_persona_dropped_twice_is_held_in_quarantine_until_retried(pos, sync_u
 
     assert second.days[0].missing_keys == ["C007"] and (second.resend, second.held) == (0, 1)
     reasons = held(sync_url)
-    assert list(reasons) == ["C007"] and reasons["C007"] == "accepted by AIQ, absent after 0 hours"
+    assert list(reasons) == ["C007"] and reasons["C007"] == "accepted by AIQ, absent after 30 hours", (
+        "counted from the first acceptance, not the re-send's")
     assert ledger_hashes(sync_url, "persona")["C007"] != RESEND, "held, not re-sent on its own"
     since = sandbox.requests()[-1]["id"]
     sync_day(pos, sync_url, sandbox)
