@@ -18,12 +18,16 @@ export AIQ_UID ?= sandbox
 export PULL_API_KEYS ?= pull-dev-key
 # `make dev ACCOUNTS=2`: the demo's stores dealt out to two AIQ accounts, each a sandbox of its own (8765, 8775, ...).
 ACCOUNTS ?= 1
+# The sandbox behaves like AIQ: writes show a minute after they are accepted and 2% of personas never land, so the
+# delivery audit (which reads back after AUDIT_AFTER_HOURS, 6 minutes in `make dev`) has something to find.
+SANDBOX_APPLY_DELAY ?= 60
+SANDBOX_DROP ?= 0.02
 # `make dev DROP=1`: sync the demo from a drop folder of CSV files (.data/drop) instead of its database.
 ifeq ($(DROP),1)
 export POS_DROP_DIR ?= $(abspath $(DATA_DIR))/drop
 endif
 
-.PHONY: dev test install demo-data sandbox clean bench bench-pull
+.PHONY: dev test install demo-data sandbox clean bench bench-pull bench-audit
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -44,9 +48,11 @@ demo-data: install
 # production keeps the defaults (everything stopped until the operator turns it on, a look a minute).
 dev: export AUTOMATION_DEFAULT_STATUS ?= running
 dev: export SENSOR_INTERVAL_SECONDS ?= 5
+dev: export AUDIT_AFTER_HOURS ?= 0.1
 dev: install demo-data
 	@mkdir -p "$(DATA_DIR)" "$(DAGSTER_HOME)"
-	exec $(BIN)/aiq-pipelines dev --port $(PORT) --pull-port $(PULL_PORT) --accounts $(ACCOUNTS)
+	exec $(BIN)/aiq-pipelines dev --port $(PORT) --pull-port $(PULL_PORT) --accounts $(ACCOUNTS) \
+	  --sandbox-apply-delay $(SANDBOX_APPLY_DELAY) --sandbox-drop $(SANDBOX_DROP)
 
 # The linter first (a second), then the code location's check as Dagster's own CLI makes it, then the suite.
 test: install
@@ -60,6 +66,9 @@ bench: install
 
 bench-pull: install
 	$(BIN)/python -m bench.pull $(BENCH_ARGS)
+
+bench-audit: install
+	$(BIN)/python -m bench.audit $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

@@ -190,7 +190,8 @@ def _dev(args: argparse.Namespace) -> int:
             uid = settings.aiq_uid if k == 1 else f"sandbox{suffix}"
             services.append((f"AIQ sandbox{suffix}", [
                 str(bin_dir / "aiq-sandbox"), "--port", str(port), "--uid", uid, "--api-key", key,
-                "--db", str(DATA_DIR / f"sandbox{suffix}.db")], DATA_DIR / f"sandbox{suffix}.log"))
+                "--db", str(DATA_DIR / f"sandbox{suffix}.db"), "--apply-delay", str(args.sandbox_apply_delay),
+                "--drop-personas", str(args.sandbox_drop)], DATA_DIR / f"sandbox{suffix}.log"))
             print(f"AIQ sandbox{suffix} on http://127.0.0.1:{port} (log: {DATA_DIR / f'sandbox{suffix}.log'})")
     services.append(("pull API", [str(bin_dir / "aiq-pipelines"), "pull-api", "--port", str(args.pull_port)],
                      DATA_DIR / "pull-api.log"))
@@ -278,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     dev_cmd.add_argument("--port", type=int, default=3000, help="the Dagster UI's port (3000)")
     dev_cmd.add_argument("--pull-port", type=int, default=8766, help="the pull API's port (8766)")
     dev_cmd.add_argument("--accounts", type=int, default=1, help="demo AIQ accounts, one sandbox each (1)")
+    dev_cmd.add_argument("--sandbox-apply-delay", type=float, default=0.0,
+                         help="seconds the sandbox waits before applying what it accepted, as AIQ does (0)")
+    dev_cmd.add_argument("--sandbox-drop", type=float, default=0.0,
+                         help="share of accepted personas the sandbox silently drops, for the delivery audit (0)")
     args = parser.parse_args(argv)
     commands_run = {"pull-api": _pull_api, "demo-data": _demo_data, "preview": _preview,
                     "forget-shopper": _forget_shopper, "dev": _dev}

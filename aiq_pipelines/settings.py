@@ -206,6 +206,20 @@ class Settings(BaseSettings):
         None, description="YAML file mapping POS locations to several AIQ accounts; unset, one account gets every store."
     )
 
+    audit_after_hours: float = Field(
+        24, ge=0, description="The delivery audit reads a record back once AIQ acknowledged it this long ago."
+    )
+    audit_budget_share: float = Field(
+        0.05, gt=0, le=0.5, description="The most of each of the account's rate windows the audit's reads may take."
+    )
+    audit_max_missing_rate: float = Field(
+        0.01, ge=0, le=1, description="The audit's check warns on any missing persona and fails above this rate."
+    )
+    audit_page_size: int = Field(
+        100, ge=1, le=1000, description="Personas per page when the audit pages through the account (AIQ publishes "
+        "no largest page).",
+    )
+
     sensor_interval_seconds: int = Field(60, ge=5)
     inventory_sync_cron: str = Field("0 * * * *")
     automation_default_status: Literal["running", "stopped"] = Field(

@@ -12,7 +12,8 @@ pytest.register_assert_rewrite("aiq_pipelines_tests.support")
 # The code location reads its settings once at import; tests run against the documented defaults, whatever the
 # developer's shell holds.
 for _name in list(os.environ):
-    if _name.startswith(("POS_", "SYNC_", "AIQ_", "QUARANTINE_", "EXTRACT_", "SENSOR_", "INVENTORY_", "PULL_", "AUTOMATION_")):
+    if _name.startswith(("POS_", "SYNC_", "AIQ_", "QUARANTINE_", "EXTRACT_", "SENSOR_", "INVENTORY_", "PULL_", "AUTOMATION_",
+                          "AUDIT_")):
         del os.environ[_name]
 
 from aiq_pipelines.pos import demo  # noqa: E402

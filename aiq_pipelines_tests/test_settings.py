@@ -18,6 +18,8 @@ def test_defaults_are_the_documented_ones():
     assert (settings.aiq_requests_per_second, settings.aiq_requests_per_minute, settings.aiq_requests_per_hour) == (5, 120, 2000)
     assert settings.aiq_rate_limit_margin_seconds == 0.1
     assert settings.aiq_base_url == "http://127.0.0.1:8765"
+    assert (settings.audit_after_hours, settings.audit_budget_share, settings.audit_max_missing_rate,
+            settings.audit_page_size) == (24, 0.05, 0.01, 100)
 
 
 @pytest.mark.parametrize(
@@ -31,6 +33,8 @@ def test_defaults_are_the_documented_ones():
         ("AIQ_RATE_LIMIT_MARGIN_SECONDS", "-0.05",
          "AIQ_RATE_LIMIT_MARGIN_SECONDS: Input should be greater than or equal to 0"),
         ("QUARANTINE_MAX_RATE", "2", "QUARANTINE_MAX_RATE: Input should be less than or equal to 1"),
+        ("AUDIT_BUDGET_SHARE", "0", "AUDIT_BUDGET_SHARE: Input should be greater than 0"),
+        ("AUDIT_PAGE_SIZE", "5000", "AUDIT_PAGE_SIZE: Input should be less than or equal to 1000"),
         ("POS_QUERIES_FILE", "/nonexistent/queries.yaml", "POS_QUERIES_FILE: expected the path of an existing YAML file"),
     ],
 )

@@ -30,15 +30,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from aiq_sandbox import validation
+from aiq_sandbox import reads, validation
 from aiq_sandbox.limits import FaultDraw, FaultOdds, RateLimiter
 from aiq_sandbox.store import Store
 
 log = logging.getLogger("aiq_sandbox")
 
 _QUERY_KEY_NAMES = frozenset({"apikey", "xapikey", "key"})
-_PIIS_DEFAULT_LIMIT = 25  # [assumed] AIQ publishes no default or maximum page size for piis
-_PIIS_MAX_LIMIT = 1000
 CLIENT_GONE = 499  # nginx's "client closed request": the body never arrived, nothing was applied
 
 
@@ -315,27 +313,15 @@ def _inventory(sandbox: _Sandbox, call: _Call) -> Any:
 
 
 def _piis(sandbox: _Sandbox, call: _Call) -> Any:
-    params = call.request.query_params
-    problems: list[str] = []
-    search = params.get("search", "").strip()
-    if not search:
-        problems.append("search: required (a name, email, phone, contactID or srcID)")
-    limit = _int_param(params.get("limit"), "limit", _PIIS_DEFAULT_LIMIT, 1, _PIIS_MAX_LIMIT, problems)
-    start = _int_param(params.get("start"), "start", 0, 0, None, problems)
+    search, limit, start, problems = reads.query(call.request.query_params)
     if problems:
         raise _Refused(400, problems)
-    results = sandbox.store.search_contacts(search, limit=limit, start=start)
+    if search is None:
+        results = sandbox.store.page_contacts(limit=limit, start=start)
+    else:
+        results = sandbox.store.search_contacts(search, limit=limit, start=start)
     call.records = len(results)
-    return {"results": results or None}
-
-
-def _int_param(raw: str | None, name: str, default: int, low: int, high: int | None, problems: list[str]) -> int:
-    if raw is None:
-        return default
-    if raw.isdigit() and int(raw) >= low and (high is None or int(raw) <= high):
-        return int(raw)
-    problems.append(f"{name}: expected an integer from {low}" + (f" to {high}" if high is not None else " up"))
-    return default
+    return reads.answer(results)
 
 
 _ENDPOINTS = (

@@ -15,6 +15,7 @@ import uvicorn
 
 from aiq_sandbox.app import SandboxConfig, create_app, log
 from aiq_sandbox.limits import FaultOdds
+from aiq_sandbox.processing import Processing, parse_drop_keys
 from aiq_sandbox.store import Store
 
 # The sandbox is a package of its own and imports nothing from the pipelines; these repeat the pipelines' defaults
@@ -83,8 +84,30 @@ def build_parser() -> argparse.ArgumentParser:
     add("--refuse-keys", default="",
         help="comma-separated pos_id / pos_user / productId values refused with 400, as AIQ refuses records for "
         "reasons of its own; a bulk request holding one is refused whole (default: none)")
+    add("--apply-delay", type=_number(float, 0), default=0.0,
+        help="seconds between AIQ accepting a sale or persona and applying it: until then reads and /sandbox/state "
+        "do not show it (default: %(default)s)")
+    add("--drop-personas", type=probability, default=0.0,
+        help="fraction of accepted personas silently never applied, drawn per persona and acceptance "
+        "(default: %(default)s)")
+    add("--drop-seed", type=int, default=0, help="seed of the --drop-personas draw (default: %(default)s)")
+    add("--drop-keys", default="",
+        help="comma-separated pos_user values dropped on every acceptance, or pos_user:N on their first N "
+        "(default: none)")
+    add("--blank-phones", default="",
+        help="comma-separated 10-digit phones that AIQ stores blank, as it stores any invalid phone, although they "
+        "look valid (default: none)")
     add("--reset", action="store_true", help="wipe the state in --db before starting (default: keep it)")
     return parser
+
+
+def _processing(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Processing:
+    try:
+        drop_keys = parse_drop_keys(args.drop_keys)
+    except ValueError as exc:
+        parser.error(f"--drop-keys: {exc}")
+    return Processing(apply_delay=args.apply_delay, drop_fraction=args.drop_personas, drop_seed=args.drop_seed,
+                      drop_keys=drop_keys, blank_phones=frozenset(p for p in args.blank_phones.split(",") if p))
 
 
 def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SandboxConfig:
@@ -116,9 +139,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Parse the switches and serve until interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    config = _config(parser, args)
+    config, processing = _config(parser, args), _processing(parser, args)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(message)s", force=True)
-    store = Store(args.db, reset=args.reset)
+    store = Store(args.db, reset=args.reset, processing=processing)
     # Arrivals are stamped on the event loop while the store's worker thread validates and writes earlier requests;
     # a short interpreter switch interval (5 ms by default) keeps a stamp close to the moment the request came in.
     sys.setswitchinterval(0.0005)

@@ -1,13 +1,15 @@
-"""The sandbox's state in one SQLite file: sales, members, inventory and the request log.
+"""The sandbox's state in one SQLite file: sales, members, inventory, the request log, and the writes AIQ accepted but
+has not applied yet (``pending``) or dropped (``dropped``; see ``aiq_sandbox.processing``).
 
-All access happens on the server's event-loop thread (the endpoints are async and SQLite calls are short), so one
-connection without a lock is enough. WAL mode keeps a SIGKILL mid-write from corrupting the file.
+All access happens on the app's one store worker thread, one call at a time, so one connection without a lock is
+enough. WAL mode keeps a SIGKILL mid-write from corrupting the file. A member's row exists from its first acceptance,
+so its contactID can be answered at once; ``applied`` says whether it holds anything AIQ would show yet.
 """
 
 from __future__ import annotations
 
-import re
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,21 +17,32 @@ from typing import Any
 
 import orjson
 
+from aiq_sandbox import reads
+from aiq_sandbox.processing import Processing
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sales (
     pos_id TEXT PRIMARY KEY, visit TEXT NOT NULL, persona_known_at_arrival INTEGER, received_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS members (
     id INTEGER PRIMARY KEY AUTOINCREMENT, pos_user TEXT NOT NULL UNIQUE, fields TEXT NOT NULL,
-    updated_at REAL NOT NULL);
+    updated_at REAL NOT NULL, applied INTEGER NOT NULL DEFAULT 1, accepted INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
+    received_at REAL NOT NULL, apply_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS pending_key ON pending (kind, key);
+CREATE TABLE IF NOT EXISTS dropped (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, pos_user TEXT NOT NULL, received_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS inventory (product_id TEXT PRIMARY KEY, item TEXT NOT NULL, received_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL,
     status INTEGER, records INTEGER NOT NULL DEFAULT 0, keys TEXT NOT NULL DEFAULT '[]', fault TEXT,
     in_flight INTEGER NOT NULL DEFAULT 1, answered_at REAL);
 """
-# Columns added to the request log after its first release, for state files written before them.
-_LATER_COLUMNS = {"in_flight": "INTEGER NOT NULL DEFAULT 1", "answered_at": "REAL"}
-_TABLES = ("sales", "members", "inventory", "requests")
+# Columns added after a table's first release, for state files written before them.
+_LATER_COLUMNS = {
+    "requests": {"in_flight": "INTEGER NOT NULL DEFAULT 1", "answered_at": "REAL"},
+    "members": {"applied": "INTEGER NOT NULL DEFAULT 1", "accepted": "INTEGER NOT NULL DEFAULT 0"},
+}
 _SQL_VARIABLES = 500  # per IN list, well under SQLite's limit on bound parameters
 
 # How an override's field names map onto the member fields createUpdateMember uses.
@@ -42,52 +55,33 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _ids(row: sqlite3.Row) -> dict[str, str]:
-    """A member's contactID and srcID, derived from its row number: deterministic, unique, stable across updates."""
-    return {"contactID": f"C{row['id']:07d}", "srcID": f"S{row['id']:07d}"}
-
-
-def _contact_view(row: sqlite3.Row) -> dict[str, Any]:
-    """A member as piis and override report it."""
-    fields = orjson.loads(row["fields"])
-    return {
-        **_ids(row),
-        "firstName": fields.get("first_name"),
-        "lastName": fields.get("last_name"),
-        "mobilePhone": fields.get("phone_number"),
-        "email": fields.get("email"),
-        "pos_user": row["pos_user"],
-    }
-
-
-def _matches(row: sqlite3.Row, needle: str, digits: str, term: str) -> bool:
-    fields = orjson.loads(row["fields"])
-    first, last = fields.get("first_name") or "", fields.get("last_name") or ""
-    return (
-        any(needle in value.casefold() for value in (f"{first} {last}", fields.get("email") or ""))
-        or (bool(digits) and fields.get("phone_number") == digits)
-        or term in _ids(row).values()
-    )
+def _view(row: sqlite3.Row) -> dict[str, Any]:
+    return reads.contact_view(row["id"], row["pos_user"], orjson.loads(row["fields"]))
 
 
 class Store:
-    """Create-or-update state keyed as AIQ keys it: sales by pos_id, members by pos_user, inventory by productId."""
+    """Create-or-update state keyed as AIQ keys it: sales by pos_id, members by pos_user, inventory by productId.
 
-    def __init__(self, path: Path, *, reset: bool = False):
+    ``processing`` says how accepted sales and members are applied (later, not always, phones checked).
+    """
+
+    def __init__(self, path: Path, *, reset: bool = False, processing: Processing | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         if reset:
             for suffix in ("", "-wal", "-shm"):
                 path.with_name(path.name + suffix).unlink(missing_ok=True)
+        self.processing = processing or Processing()
         # Created here, then used only by the app's store worker thread, one call at a time.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        present = {row["name"] for row in self._db.execute("PRAGMA table_info(requests)")}
-        for name, declaration in _LATER_COLUMNS.items():
-            if name not in present:
-                self._db.execute(f"ALTER TABLE requests ADD COLUMN {name} {declaration}")
+        for table, columns in _LATER_COLUMNS.items():
+            present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, declaration in columns.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -138,59 +132,98 @@ class Store:
 
     # -- writes ------------------------------------------------------------------------------------------------
     def upsert_sales(self, visits: Iterable[Mapping[str, Any]], received_at: float) -> None:
-        """Store each visit, replacing an earlier one with the same pos_id."""
+        """Accept each visit; once applied it replaces an earlier one with the same pos_id. Whether its persona was
+        known on arrival (accepted before, and not dropped) is kept with it."""
         visits = list(visits)
         with self._transaction():
+            self._apply_due()
             users = list({visit["pos_user"] for visit in visits if visit.get("pos_user") is not None})
             known = {
                 row[0]
                 for start in range(0, len(users), _SQL_VARIABLES)
                 for row in self._db.execute(
                     "SELECT pos_user FROM members WHERE pos_user IN "
-                    f"({','.join('?' * len(users[start:start + _SQL_VARIABLES]))})",
+                    f"({','.join('?' * len(users[start:start + _SQL_VARIABLES]))}) AND (applied = 1 OR EXISTS "
+                    "(SELECT 1 FROM pending WHERE kind = 'member' AND key = members.pos_user))",
                     users[start : start + _SQL_VARIABLES],
                 )
             }
-            self._db.executemany(
-                "INSERT INTO sales (pos_id, visit, persona_known_at_arrival, received_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (pos_id) DO UPDATE SET visit = excluded.visit, "
-                "persona_known_at_arrival = excluded.persona_known_at_arrival, received_at = excluded.received_at",
-                [
-                    (visit["pos_id"], _json(visit), None if visit.get("pos_user") is None else
-                     visit["pos_user"] in known, received_at)
-                    for visit in visits
-                ],
-            )
+            for visit in visits:
+                user = visit.get("pos_user")
+                self._accept("sale", visit["pos_id"], {"visit": visit, "known": None if user is None else user in known},
+                             received_at)
 
     def upsert_members(self, members: Iterable[Mapping[str, Any]], received_at: float) -> list[dict[str, str]]:
-        """Store each member (its fields replace the earlier ones); returns pos_user, contactID, srcID in order."""
+        """Accept each member (once applied, its fields replace the earlier ones) unless the processing drops it;
+        returns pos_user, contactID, srcID in order, dropped or not, as AIQ answers before it processes anything."""
         acks = []
         with self._transaction():
+            self._apply_due()
             for member in members:
                 pos_user = member["pos_user"]
                 self._db.execute(
-                    "INSERT INTO members (pos_user, fields, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (pos_user) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
-                    (pos_user, _json(member), received_at),
+                    "INSERT INTO members (pos_user, fields, updated_at, applied) VALUES (?, '{}', ?, 0) "
+                    "ON CONFLICT (pos_user) DO NOTHING", (pos_user, received_at),
                 )
-                acks.append({"pos_user": pos_user, **_ids(self._member(pos_user))})
+                row = self._db.execute("UPDATE members SET accepted = accepted + 1 WHERE pos_user = ? "
+                                       "RETURNING id, accepted", (pos_user,)).fetchone()
+                if self.processing.drops(pos_user, row["accepted"] - 1):
+                    self._db.execute("INSERT INTO dropped (pos_user, received_at) VALUES (?, ?)", (pos_user, received_at))
+                else:
+                    self._accept("member", pos_user, member, received_at)
+                acks.append({"pos_user": pos_user, **reads.contact_ids(row["id"])})
         return acks
+
+    def _accept(self, kind: str, key: str, body: Mapping[str, Any], received_at: float) -> None:
+        if self.processing.apply_delay <= 0:
+            self._apply(kind, key, body, received_at)
+            return
+        self._db.execute("INSERT INTO pending (kind, key, body, received_at, apply_at) VALUES (?, ?, ?, ?, ?)",
+                         (kind, key, _json(body), received_at, received_at + self.processing.apply_delay))
+
+    def _apply(self, kind: str, key: str, body: Mapping[str, Any], received_at: float) -> None:
+        if kind == "member":
+            self._db.execute(
+                "UPDATE members SET fields = ?, updated_at = ?, applied = 1 WHERE pos_user = ?",
+                (_json(self.processing.blank_invalid_phone(body, "phone_number")), received_at, key),
+            )
+            return
+        self._db.execute(
+            "INSERT INTO sales (pos_id, visit, persona_known_at_arrival, received_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (pos_id) DO UPDATE SET visit = excluded.visit, "
+            "persona_known_at_arrival = excluded.persona_known_at_arrival, received_at = excluded.received_at",
+            (key, _json(body["visit"]), body["known"], received_at),
+        )
+
+    def _apply_due(self) -> None:
+        """Apply the accepted writes whose delay has passed, in the order they were accepted."""
+        due = self._db.execute("SELECT * FROM pending WHERE apply_at <= ? ORDER BY id", (time.time(),)).fetchall()
+        for row in due:
+            self._apply(row["kind"], row["key"], orjson.loads(row["body"]), row["received_at"])
+        if due:
+            self._db.execute("DELETE FROM pending WHERE id <= ?", (due[-1]["id"],))
+
+    def _applied_now(self) -> None:
+        with self._transaction():
+            self._apply_due()
 
     def override_contact(
         self, contact_id: str, changes: Mapping[str, Any], received_at: float
     ) -> dict[str, Any] | None:
-        """Change only the given fields of a contact; None when no contact has that id."""
+        """Change only the given fields of a contact at once; None when no applied contact has that id."""
         with self._transaction():
+            self._apply_due()
             row = self._contact(contact_id)
             if row is None:
                 return None
             fields = orjson.loads(row["fields"])
+            changes = self.processing.blank_invalid_phone(changes, "mobilePhone")
             fields.update({_OVERRIDE_FIELDS[name]: value for name, value in changes.items()})
             self._db.execute(
                 "UPDATE members SET fields = ?, updated_at = ? WHERE id = ?",
                 (_json(fields), received_at, row["id"]),
             )
-            return _contact_view(self._db.execute("SELECT * FROM members WHERE id = ?", (row["id"],)).fetchone())
+            return _view(self._db.execute("SELECT * FROM members WHERE id = ?", (row["id"],)).fetchone())
 
     def upsert_inventory(self, items: Iterable[Mapping[str, Any]], received_at: float) -> None:
         """Store each item, replacing an earlier one with the same productId."""
@@ -201,38 +234,47 @@ class Store:
                 [(item["productId"], _json(item), received_at) for item in items],
             )
 
-    # -- reads -------------------------------------------------------------------------------------------------
-    def _member(self, pos_user: str) -> sqlite3.Row | None:
-        return self._db.execute("SELECT * FROM members WHERE pos_user = ?", (pos_user,)).fetchone()
-
+    # -- reads: what was applied -------------------------------------------------------------------------------
     def _contact(self, contact_id: str) -> sqlite3.Row | None:
-        number = re.fullmatch(r"C([0-9]+)", contact_id)
-        row = self._db.execute("SELECT * FROM members WHERE id = ?", (int(number[1]),)).fetchone() if number else None
-        return row if row is not None and _ids(row)["contactID"] == contact_id else None
+        number = reads.row_of(contact_id)
+        row = None if number is None else self._db.execute(
+            "SELECT * FROM members WHERE id = ? AND applied = 1", (number,)).fetchone()
+        return row if row is not None and reads.contact_ids(row["id"])["contactID"] == contact_id else None
 
     def search_contacts(self, term: str, *, limit: int, start: int) -> list[dict[str, Any]]:
         """Contacts whose name or email holds ``term`` (any case), whose phone is its digits, or whose id it is."""
-        needle, digits = term.casefold(), re.sub(r"[^0-9]", "", term)
-        rows = self._db.execute("SELECT * FROM members ORDER BY id").fetchall()
-        hits = [_contact_view(row) for row in rows if _matches(row, needle, digits, term)]
+        self._applied_now()
+        rows = self._db.execute("SELECT * FROM members WHERE applied = 1 ORDER BY id").fetchall()
+        hits = [_view(row) for row in rows if reads.matches(row["id"], orjson.loads(row["fields"]), term)]
         return hits[start : start + limit]
 
+    def page_contacts(self, *, limit: int, start: int) -> list[dict[str, Any]]:
+        """``limit`` contacts from the ``start``-th, in the order they were created."""
+        self._applied_now()
+        rows = self._db.execute("SELECT * FROM members WHERE applied = 1 ORDER BY id LIMIT ? OFFSET ?", (limit, start))
+        return [_view(row) for row in rows]
+
     def counts(self) -> dict[str, int]:
-        return {table: self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in _TABLES}
+        self._applied_now()
+        counts = {table: self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                  for table in ("sales", "inventory", "requests", "pending", "dropped")}
+        return {**counts, "members": self._db.execute("SELECT count(*) FROM members WHERE applied = 1").fetchone()[0]}
 
     def state(self) -> dict[str, Any]:
-        """Everything stored, in first-arrival order."""
+        """Everything applied, in first-arrival order; the personas dropped, and how many writes wait to be applied."""
+        counts = self.counts()
         sales = [
             {**orjson.loads(row["visit"]), "persona_known_at_arrival": _bool_or_none(row["persona_known_at_arrival"]),
              "received_at": row["received_at"]}
             for row in self._db.execute("SELECT * FROM sales ORDER BY rowid")
         ]
         members = [
-            {**orjson.loads(row["fields"]), **_ids(row), "updated_at": row["updated_at"]}
-            for row in self._db.execute("SELECT * FROM members ORDER BY id")
+            {**orjson.loads(row["fields"]), **reads.contact_ids(row["id"]), "updated_at": row["updated_at"]}
+            for row in self._db.execute("SELECT * FROM members WHERE applied = 1 ORDER BY id")
         ]
         inventory = [orjson.loads(row["item"]) for row in self._db.execute("SELECT item FROM inventory ORDER BY rowid")]
-        return {"sales": sales, "members": members, "inventory": inventory, "counts": self.counts()}
+        dropped = [dict(row) for row in self._db.execute("SELECT pos_user, received_at FROM dropped ORDER BY id")]
+        return {"sales": sales, "members": members, "inventory": inventory, "dropped": dropped, "counts": counts}
 
 
 def _bool_or_none(value: int | None) -> bool | None:

@@ -114,13 +114,15 @@ def wait_until_answering(process: subprocess.Popen, url: str, what: str, log_pat
 
 
 @contextlib.contextmanager
-def sandbox(db_path: Path, limits: tuple[int, int, int]) -> Iterator[Sandbox]:
-    """The AIQ sandbox on a fresh state file, enforcing ``limits`` (per second, minute, hour)."""
-    port, key = _free_port(), "bench-" + secrets.token_hex(8)
+def sandbox(db_path: Path, limits: tuple[int, int, int], *switches: str, reset: bool = True,
+            port: int | None = None) -> Iterator[Sandbox]:
+    """The AIQ sandbox enforcing ``limits`` (per second, minute, hour), on a fresh state file unless ``reset`` is
+    False, with any other ``switches``; on ``port`` when given (the account's ledger name holds it)."""
+    port, key = port or _free_port(), "bench-" + secrets.token_hex(8)
     command = [sys.executable, "-m", "aiq_sandbox", "--host", "127.0.0.1", "--port", str(port),
-               "--db", str(db_path), "--uid", UID, "--reset", "--per-second", str(limits[0]),
-               "--per-minute", str(limits[1]), "--per-hour", str(limits[2])]
-    with db_path.with_suffix(".log").open("w") as out:
+               "--db", str(db_path), "--uid", UID, *(["--reset"] if reset else []), "--per-second", str(limits[0]),
+               "--per-minute", str(limits[1]), "--per-hour", str(limits[2]), *switches]
+    with db_path.with_suffix(".log").open("a" if not reset else "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "AIQ_API_KEY": key})
     try:

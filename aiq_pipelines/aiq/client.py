@@ -2,23 +2,26 @@
 
 The bulk senders keep up to ``max_in_flight`` batches in flight and yield their outcomes strictly in input order, each
 once AIQ answered it (``aiq.bulk``); one request with its retries is ``aiq.transport``'s. The search term of a persona
-search is cut from httpx's request log (``aiq.redaction``). Option ranges are checked where the settings are read
-(``aiq_pipelines.settings``); ``MAX_INVENTORY_BATCH`` and ``MAX_IN_FLIGHT`` state AIQ's and the sender's caps.
+search is cut from httpx's request log (``aiq.redaction``); what the persona reads' answers are assumed to look like is
+``aiq.reads``. Option ranges are checked where the settings are read (``aiq_pipelines.settings``);
+``MAX_INVENTORY_BATCH`` and ``MAX_IN_FLIGHT`` state AIQ's and the sender's caps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 from pydantic import Field
 
+from aiq_pipelines.aiq import reads
 from aiq_pipelines.aiq.bulk import MAX_IN_FLIGHT, BatchOutcome, BulkSender
 from aiq_pipelines.aiq.errors import AiqAccountError, AiqContactNotFoundError, AiqError
 from aiq_pipelines.aiq.payloads import AiqPayload, EncodedPayload, InventoryPayloadItem, Member, PersonaOverride, Visit
 from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
+from aiq_pipelines.aiq.reads import PersonaMatch
 from aiq_pipelines.aiq.transport import ClientStats, Transport
 
 __all__ = ["MAX_INVENTORY_BATCH", "MAX_IN_FLIGHT", "AiqClient", "BulkBatchSize", "InFlight", "InventoryBatchSize",
@@ -41,19 +44,6 @@ class MemberAck:
 
     contact_id: str
     src_id: str | None
-
-
-@dataclass(frozen=True)
-class PersonaMatch:
-    """One persona found by ``search_personas``; its repr leaves out the phone and email."""
-
-    contact_id: str
-    src_id: str | None
-    first_name: str | None
-    last_name: str | None
-    mobile_phone: str | None = field(repr=False)
-    email: str | None = field(repr=False)
-    pos_user: str | None
 
 
 class AiqClient:
@@ -149,23 +139,12 @@ class AiqClient:
 
     def search_personas(self, search: str, *, limit: int = 25, start: int = 0) -> list[PersonaMatch]:
         """Personas whose name, email, phone, contactID or srcID match ``search`` (AIQ's piis lookup)."""
-        data = self._call(
-            "GET", self._path("/api/v1.1/piis"), params={"search": search, "limit": limit, "start": start}
-        )
-        results = data.get("results") if isinstance(data, dict) else None
-        return [
-            PersonaMatch(
-                contact_id=str(r.get("contactID")),
-                src_id=_text_or_none(r.get("srcID")),
-                first_name=_text_or_none(r.get("firstName")),
-                last_name=_text_or_none(r.get("lastName")),
-                mobile_phone=_text_or_none(r.get("mobilePhone")),
-                email=_text_or_none(r.get("email")),
-                pos_user=_text_or_none(r.get("pos_user")),
-            )
-            for r in results or []
-            if isinstance(r, dict)
-        ]
+        return reads.personas(self._call("GET", self._path(reads.PIIS), params={"search": search, "limit": limit,
+                                                                                 "start": start}))
+
+    def page_personas(self, *, limit: int, start: int) -> list[PersonaMatch]:
+        """The account's personas from the ``start``-th, ``limit`` of them (piis without a search; ``aiq.reads``)."""
+        return reads.personas(self._call("GET", self._path(reads.PIIS), params={"limit": limit, "start": start}))
 
     # -- bulk senders ---------------------------------------------------------------------------------------
 

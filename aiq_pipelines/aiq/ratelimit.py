@@ -14,6 +14,10 @@ acquire runs on its own pooled connection).
 
 The only dialect-specific statement is the lock (``db.locks``): SQLite ``BEGIN IMMEDIATE`` (one writer per database
 file), PostgreSQL ``pg_advisory_xact_lock`` on a key derived from the account (released at commit).
+
+A limiter may spend only a ``BudgetShare`` of the budget (the delivery audit's reads): its sends are tagged with the
+share's purpose, count against the account's windows like any other, and never take more than the share of any
+window, so the rest of the budget (the pushes) never loses more than that share to them.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ SEND_LOG = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("account", sa.String(512), nullable=False),
     sa.Column("sent_at", sa.Float, nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False, server_default=""),  # a BudgetShare's, else ""
     sa.Index("ix_aiq_rate_limit_sends_account_sent_at", "account", "sent_at"),
 )
 
@@ -58,11 +63,36 @@ class _Window:
     limit: int
 
 
+@dataclass(frozen=True)
+class BudgetShare:
+    """The part of the account's budget one purpose may use: at most ``fraction`` of each window's limit.
+
+    A window whose share is less than one request is stretched until it holds one: 5% of 5 requests a second is one
+    request in any 4 seconds, which is 5% of those 4 seconds' 20.
+    """
+
+    purpose: str
+    fraction: float
+
+    def __post_init__(self) -> None:
+        if not self.purpose or not 0 < self.fraction <= 1:
+            raise ValueError("a budget share needs a purpose and a fraction above 0 and at most 1")
+
+    def windows(self, windows: Sequence[tuple[float, int]]) -> tuple[tuple[float, int], ...]:
+        """The share's own ``(seconds, limit)`` windows: ``fraction`` of each of ``windows``."""
+        shared = []
+        for seconds, limit in windows:
+            quota = self.fraction * limit
+            shared.append((seconds, int(quota + 1e-9)) if quota >= 1 - 1e-9 else (seconds / quota, 1))
+        return tuple(shared)
+
+
 class AccountRateLimiter:
     """Blocks until a request may be sent without exceeding the account's per-second, -minute and -hour limits.
 
     ``database_url`` is a SQLAlchemy URL (SQLite or PostgreSQL); ``account`` names the budget, conventionally
-    ``f"{base_url}|{uid}"``. ``window_seconds`` exists so tests can shorten the minute and hour windows.
+    ``f"{base_url}|{uid}"``. ``window_seconds`` exists so tests can shorten the minute and hour windows. With
+    ``share``, the limiter's sends also stay within that share of every window.
     """
 
     def __init__(
@@ -75,6 +105,7 @@ class AccountRateLimiter:
         margin_seconds: float = 0.1,
         *,
         window_seconds: Sequence[float] = STANDARD_WINDOWS,
+        share: BudgetShare | None = None,
     ) -> None:
         limits = (per_second, per_minute, per_hour)
         if any(limit < 1 for limit in limits):
@@ -83,10 +114,15 @@ class AccountRateLimiter:
             raise ValueError("window_seconds needs three positive lengths and margin_seconds must not be negative")
         self.account = account
         self.margin_seconds = margin_seconds
+        self.share = share
         self._windows = tuple(_Window(w, n) for w, n in zip(window_seconds, limits, strict=True))
-        self._spans = tuple(w.seconds + max(margin_seconds, MARGIN_FRACTION * w.seconds) for w in self._windows)
-        self._horizon = max(self._spans)
-        self._blocking = self._blocking_query()
+        self._shared = tuple(_Window(*w) for w in share.windows([(w.seconds, w.limit) for w in self._windows])
+                             ) if share else ()
+        self._spans = tuple(self._span(w) for w in self._windows)
+        self._shared_spans = tuple(self._span(w) for w in self._shared)
+        self._horizon = max(self._spans + self._shared_spans)
+        self._blocking = self._blocking_query(self._windows)
+        self._blocking_shared = self._blocking_query(self._shared, SEND_LOG.c.purpose == sa.bindparam("purpose"))
         self._next_purge = 0.0
         backend = sqlalchemy_url(database_url).get_backend_name()
         if backend not in ("sqlite", "postgresql"):
@@ -96,7 +132,11 @@ class AccountRateLimiter:
         create_tables(engine_for(database_url), metadata)
         self._engine = serialized_engine(database_url)
 
-    def _blocking_query(self) -> sa.Select:
+    def _span(self, window: _Window) -> float:
+        return window.seconds + max(self.margin_seconds, MARGIN_FRACTION * window.seconds)
+
+    @staticmethod
+    def _blocking_query(windows: Sequence[_Window], *conditions: sa.ColumnElement[bool]) -> sa.Select | None:
         """One row: per window, the send that must leave it before another may go (NULL when there is room)."""
 
         def blocking(index: int, window: _Window) -> sa.ScalarSelect:
@@ -104,22 +144,26 @@ class AccountRateLimiter:
             return (
                 sa.select(SEND_LOG.c.sent_at)
                 .where(SEND_LOG.c.account == sa.bindparam("account"),
-                       SEND_LOG.c.sent_at > sa.bindparam(f"since_{index}", type_=sa.Float))
+                       SEND_LOG.c.sent_at > sa.bindparam(f"since_{index}", type_=sa.Float), *conditions)
                 .order_by(SEND_LOG.c.sent_at.desc())
                 .offset(window.limit - 1)
                 .limit(1)
                 .scalar_subquery()
             )
 
-        return sa.select(*(blocking(i, w) for i, w in enumerate(self._windows)))
+        return sa.select(*(blocking(i, w) for i, w in enumerate(windows))) if windows else None
 
     def _wait_needed(self, conn: sa.Connection, now: float) -> float:
-        """Seconds until every window has room for one more send (0 when it may go now)."""
-        params = {"account": self.account, **{f"since_{i}": now - span for i, span in enumerate(self._spans)}}
-        row = conn.execute(self._blocking, params).one()
-        return max(
-            (sent + span - now for sent, span in zip(row, self._spans, strict=True) if sent is not None), default=0.0
-        )
+        """Seconds until every window (and every window of the share) has room for one more send (0: go now)."""
+        wait = 0.0
+        for query, spans in ((self._blocking, self._spans), (self._blocking_shared, self._shared_spans)):
+            if query is None:
+                continue
+            params = {"account": self.account, "purpose": self.share.purpose if self.share else "",
+                      **{f"since_{i}": now - span for i, span in enumerate(spans)}}
+            row = conn.execute(query, params).one()
+            wait = max([wait, *(sent + span - now for sent, span in zip(row, spans, strict=True) if sent is not None)])
+        return wait
 
     def acquire(self) -> Send:
         """Block until a request may be sent, record it as sent now, and return the send."""
@@ -134,7 +178,8 @@ class AccountRateLimiter:
                     conn.execute(sa.delete(SEND_LOG).where(SEND_LOG.c.account == self.account, expired))
                 wait = self._wait_needed(conn, now)
                 if wait <= 0:
-                    row = conn.execute(SEND_LOG.insert(), {"account": self.account, "sent_at": now})
+                    row = conn.execute(SEND_LOG.insert(), {"account": self.account, "sent_at": now,
+                                                           "purpose": self.share.purpose if self.share else ""})
                     return Send(row.inserted_primary_key[0], now, time.monotonic() - started)
             # Waiting outside the transaction lets other processes record their sends meanwhile.
             time.sleep(wait)
@@ -159,4 +204,5 @@ class AccountRateLimiter:
 
     def __repr__(self) -> str:
         limits = ", ".join(f"{w.limit}/{w.seconds:g}s" for w in self._windows)
-        return f"AccountRateLimiter(account={self.account!r}, {limits})"
+        share = f", {self.share.purpose}: {self.share.fraction:g} of it" if self.share else ""
+        return f"AccountRateLimiter(account={self.account!r}, {limits}{share})"

@@ -12,6 +12,7 @@ import dagster as dg
 
 from aiq_pipelines.aiq.redaction import redact_personal_data
 from aiq_pipelines.defs.aiq_assets import aiq_inventory, aiq_push
+from aiq_pipelines.defs.audit import aiq_delivery_audit
 from aiq_pipelines.defs.keys import (
     CHECK_QUARANTINE_AGE,
     OPS_TAGS,
@@ -25,6 +26,7 @@ from aiq_pipelines.defs.keys import (
 from aiq_pipelines.defs.partitions import SENSOR_STATUS, daily_partitions, settings
 from aiq_pipelines.defs.resources import AlertWebhook, SyncDatabase
 from aiq_pipelines.pos.times import utc_now
+from aiq_pipelines.sync.audit_outcome import release_holds
 from aiq_pipelines.sync.held import counts, fingerprint, held_records, shown_reason
 
 TABLE_ROWS = 200  # the oldest records shown in the table; the counts cover all of them
@@ -35,10 +37,11 @@ _SCHEMA = dg.TableSchema(columns=[
 ])
 
 
-# What fills the quarantine: the extracts, the pushes and, with a drop folder, its intake. As deps they link the table
-# to them in the lineage, and a backfill that includes what is downstream refreshes it after the days it synced.
+# What fills the quarantine: the extracts, the pushes, the delivery audit and, with a drop folder, its intake. As deps
+# they link the table to them in the lineage, and a backfill that includes what is downstream refreshes it after the
+# days it synced.
 _FILLED_BY = [*([POS_DROP_FILES] if settings.pos_drop_dir is not None else []), POS_TRANSACTIONS, POS_PERSONAS,
-              POS_INVENTORY, *aiq_push.keys, *aiq_inventory.keys]
+              POS_INVENTORY, *aiq_push.keys, *aiq_inventory.keys, *aiq_delivery_audit.keys]
 
 
 @dg.asset(
@@ -189,7 +192,7 @@ def build_check_alerts(check_keys: Sequence[dg.AssetCheckKey], fresh_assets: Seq
     return alert_on_check_failure
 
 
-def _ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
+def consecutive_ranges(days: Sequence[dt.date]) -> list[tuple[dt.date, dt.date]]:
     """Consecutive days as [first, last] ranges."""
     ranges: list[list[dt.date]] = []
     for day in sorted(set(days)):
@@ -212,9 +215,13 @@ def build_retry_job(daily_sync: Callable[[], dg.JobDefinition]) -> dg.JobDefinit
         first, last = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()
         days = [r.business_date for r in held_records(sync.store().engine)
                 if r.business_date and first <= r.business_date.isoformat() <= (last or "")]
+        # What delivery audits hold is re-sent as it is (unlike a refusal, which waits for new content).
+        released = release_holds(sync.store().engine)
+        if released:
+            context.log.info(f"{released} personas held by delivery audits are released to be re-sent")
         failed = []
         job = daily_sync()
-        for start, end in _ranges(days):
+        for start, end in consecutive_ranges(days):
             tags = {"dagster/asset_partition_range_start": start.isoformat(),
                     "dagster/asset_partition_range_end": end.isoformat(), "retry_of": context.run.run_id}
             result = job.execute_in_process(instance=context.instance, tags=tags, raise_on_error=False)
@@ -225,7 +232,7 @@ def build_retry_job(daily_sync: Callable[[], dg.JobDefinition]) -> dg.JobDefinit
         if failed:
             raise dg.Failure(f"retrying failed for days {', '.join(failed)}: see those runs")
         return dg.Output(len(set(days)), metadata={"days_retried": len(set(days)),
-                                                   "ranges": len(_ranges(days))})
+                                                   "ranges": len(consecutive_ranges(days))})
 
     @dg.job(name="retry_quarantined", description="Extract and push again exactly the business days that hold "
             "quarantined records: a run of daily_sync per range of consecutive days, tagged retry_of. Fix the "

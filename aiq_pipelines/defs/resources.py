@@ -19,7 +19,7 @@ import httpx
 from pydantic import Field
 
 from aiq_pipelines.aiq.client import AiqClient, BulkBatchSize, InFlight, InventoryBatchSize
-from aiq_pipelines.aiq.ratelimit import AccountRateLimiter
+from aiq_pipelines.aiq.ratelimit import AccountRateLimiter, BudgetShare
 from aiq_pipelines.defs.keys import account_assets
 from aiq_pipelines.pos.dropfiles import DropFile, read_column_map, scan
 from aiq_pipelines.pos.mirror import DropMirror
@@ -185,8 +185,9 @@ class AiqResource(dg.ConfigurableResource):
         return f"{self.base_url.rstrip('/')}|{self.uid}"
 
     @contextmanager
-    def open_client(self) -> Iterator[AiqClient]:
-        """A client for this account; its connections and the limiter's are released when the block ends."""
+    def open_client(self, share: BudgetShare | None = None) -> Iterator[AiqClient]:
+        """A client for this account (spending only ``share`` of its budget, when given); its connections and the
+        limiter's are released when the block ends."""
         with AccountRateLimiter(
             self.rate_limit_database_url,
             self.account,
@@ -194,6 +195,7 @@ class AiqResource(dg.ConfigurableResource):
             per_minute=self.requests_per_minute,
             per_hour=self.requests_per_hour,
             margin_seconds=self.rate_limit_margin_seconds,
+            share=share,
         ) as limiter, AiqClient(
             self.base_url,
             self.api_key,

@@ -21,6 +21,11 @@ from aiq_pipelines.pos.entity import Entity
 from aiq_pipelines.pos.times import utc_now
 from aiq_pipelines.sync.schema import aiq_ledger
 
+RESEND = ""
+"""The hashes of a ledger row whose record a delivery audit did not find at AIQ (``sync.audit_outcome``): no payload
+or staged record matches them, so the next sync sends the record again (its contact ids are kept) and the push's
+``delivered`` check holds the record undelivered until AIQ acknowledged it anew."""
+
 
 class LedgerEntry(NamedTuple):
     """What AIQ acknowledged for one record (a named tuple: one is built per record pushed, several times faster than a
@@ -72,8 +77,9 @@ class Ledger:
         return {row[0]: LedgerEntry._make(row) for row in self._rows(entity, keys, *columns)}
 
     def known(self, entity: Entity, keys: Iterable[str]) -> set[str]:
-        """Those of ``keys`` AIQ has acknowledged, whatever their payload: a key-only read of ``entries``."""
-        return {key for (key,) in self._rows(entity, keys, aiq_ledger.c.record_key)}
+        """Those of ``keys`` AIQ has acknowledged, whatever their payload, unless an audit found them missing since."""
+        return {key for key, digest in self._rows(entity, keys, aiq_ledger.c.record_key, aiq_ledger.c.source_hash)
+                if digest != RESEND}
 
     def acknowledge(self, conn: sa.Connection, entity: Entity, entries: Sequence[LedgerEntry], run_id: str) -> None:
         """Record entries AIQ acknowledged (call inside the transaction that also clears their quarantine)."""

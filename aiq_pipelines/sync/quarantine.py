@@ -2,7 +2,8 @@
 
 A record is quarantined at the stage that refused it: ``intake`` (a drop file's line that does not parse; its key is
 ``<file>:<line>``), ``extract`` (its POS rows do not make a valid record), ``payload``
-(no valid AIQ payload, or it waits for its persona) or ``aiq`` (AIQ refused it). An extract replaces its window's
+(no valid AIQ payload, or it waits for its persona), ``aiq`` (AIQ refused it) or ``audit`` (AIQ accepted it, and two
+delivery audits running did not find it as sent: ``sync.audit_outcome``). An extract replaces its window's
 ``extract`` rows, and a push the rows of the records it settles, so a record fixed at the source leaves the quarantine.
 """
 
@@ -31,6 +32,7 @@ class Stage(enum.StrEnum):
     EXTRACT = "extract"
     PAYLOAD = "payload"
     AIQ = "aiq"
+    AUDIT = "audit"
 
 
 PUSH_STAGES = (Stage.PAYLOAD, Stage.AIQ)

@@ -1,8 +1,9 @@
 """The sync database's tables, in one ``MetaData``, and ``ensure_schema()``, the one way they are created.
 
 Staging (``staged_*``) holds canonical records per business day with the payloads built from them; the quarantine holds
-what could not be staged or sent, with its reason; the ledger holds what AIQ acknowledged; the lease table keeps one
-pusher per account at a time. The rate limiter's send log belongs to the AIQ SDK (``aiq.ratelimit``).
+what could not be staged or sent, with its reason; the ledger holds what AIQ acknowledged, and ``aiq_audit`` what the
+delivery audit did not find at AIQ; the lease table keeps one pusher per account at a time. The rate limiter's send
+log belongs to the AIQ SDK (``aiq.ratelimit``).
 """
 
 from __future__ import annotations
@@ -183,6 +184,21 @@ shopper_erasures = sa.Table(
     sa.Column("erased_by", sa.String, nullable=False),  # the OS user of the command, or the Dagster run
     sa.Column("rows_removed", sa.Integer, nullable=False),
     sa.Column("pos_still_holds", sa.Boolean, nullable=False),  # the POS, or a drop file, still held them then
+)
+
+# The personas the delivery audit did not find at AIQ as sent, per account, until an audit does
+# (``sync.audit_outcome``): how many audits running missed them, and since when AIQ has had them.
+aiq_audit = sa.Table(
+    "aiq_audit",
+    metadata,
+    sa.Column("account", sa.String, primary_key=True),
+    sa.Column("record_key", sa.String, primary_key=True),  # a persona's POS key
+    sa.Column("business_date", sa.Date, nullable=False),  # the audited day that last missed it
+    sa.Column("status", sa.String, nullable=False),  # missing | mismatched
+    sa.Column("fields", sa.String),  # the mismatched fields' names
+    sa.Column("misses", sa.Integer, nullable=False),
+    sa.Column("first_accepted_at", sa.DateTime, nullable=False),  # when AIQ first acknowledged what it missed
+    sa.Column("audited_at", sa.DateTime, nullable=False),
 )
 
 push_leases = sa.Table(

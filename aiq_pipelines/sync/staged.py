@@ -19,6 +19,7 @@ from aiq_pipelines.pos.records import InventoryItem
 from aiq_pipelines.pos.source import chunked
 from aiq_pipelines.sync.accounts import EVERYTHING, StoreScope
 from aiq_pipelines.sync.diff import Staged, StagedSale
+from aiq_pipelines.sync.ledger import RESEND
 from aiq_pipelines.sync.payload import PersonaPayload
 from aiq_pipelines.sync.schema import (
     aiq_ledger,
@@ -106,13 +107,13 @@ def sale_customers(
 def personas_missing(
     engine: sa.Engine, account: str, days: Days, scope: StoreScope = EVERYTHING, *, besides_staged_personas: bool = False
 ) -> list[tuple[str, dt.date]]:
-    """Customers of the window's sales in the account's stores (voids aside) that the account's ledger lacks, with the
-    day of their first such sale, in key order; with ``besides_staged_personas``, not those staged for the window that
-    the account receives (they are sent as staged)."""
+    """Customers of the window's sales in the account's stores (voids aside) that the account's ledger lacks (or holds
+    for re-sending: ``ledger.RESEND``), with the day of their first such sale, in key order; with
+    ``besides_staged_personas``, not those staged for the window that the account receives (they are sent as staged)."""
     sales_table = staged_transactions
     known = sa.exists().where(
         aiq_ledger.c.account == account, aiq_ledger.c.entity == Entity.PERSONA,
-        aiq_ledger.c.record_key == sales_table.c.customer_id,
+        aiq_ledger.c.record_key == sales_table.c.customer_id, aiq_ledger.c.source_hash != RESEND,
     )
     conditions = [*in_days(sales_table, days), *scope.stores(sales_table.c.location_id),
                   sales_table.c.customer_id.is_not(None), sa.not_(sales_table.c.is_void), sa.not_(known)]

@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from aiq_pipelines.aiq import reads
 from aiq_pipelines.aiq.bulk import SENDING_SWITCH_INTERVAL
 from aiq_pipelines.aiq.client import MemberAck
 from aiq_pipelines.aiq.errors import (
     AiqAccountError,
     AiqAuthError,
     AiqContactNotFoundError,
+    AiqError,
     AiqRefusedError,
     AiqUnavailableError,
 )
@@ -56,6 +58,26 @@ class BrokenDateVisit(Visit):
 
 
 # -- every call ------------------------------------------------------------------------------------------------
+
+
+def test_personas_are_read_page_by_page(sandbox: Sandbox, tmp_path: Path) -> None:
+    with open_client(sandbox, tmp_path) as client:
+        acks = [client.upsert_member(member(n, email=f"p{n}@example.com")) for n in range(5)]
+        pages = [client.page_personas(limit=2, start=start) for start in (0, 2, 4)]
+
+    assert [[m.pos_user for m in page] for page in pages] == [["C-0", "C-1"], ["C-2", "C-3"], ["C-4"]]
+    assert [m.contact_id for page in pages for m in page] == [ack.contact_id for ack in acks]
+    assert pages[2][0].email == "p4@example.com" and pages[2][0].mobile_phone is None
+    assert [r["path"].split("/")[3] for r in api_requests(sandbox)][-3:] == ["piis"] * 3
+
+
+@pytest.mark.parametrize("data", [None, [], {"result": []}, {"results": {}}, {"results": [{"firstName": "A"}]},
+                                  {"results": ["C0000001"]}])
+def test_a_read_answered_in_another_shape_is_an_error_not_nobody(data: Any) -> None:
+    with pytest.raises(AiqError, match="unexpected shape"):
+        reads.personas(data)
+    assert reads.personas({"results": None}) == []
+    assert reads.personas({"results": [{"contactID": 7, "mobilePhone": ""}]})[0].mobile_phone is None
 
 
 def test_every_call_works(sandbox: Sandbox, tmp_path: Path) -> None:

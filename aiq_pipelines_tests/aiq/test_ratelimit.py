@@ -7,13 +7,14 @@ window is always real, and the sandbox enforces the real per-second limit as a r
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from aiq_pipelines.aiq.ratelimit import SEND_LOG, AccountRateLimiter
+from aiq_pipelines.aiq.ratelimit import SEND_LOG, STANDARD_WINDOWS, AccountRateLimiter, BudgetShare
 from aiq_pipelines_tests.support.ratelimit import (
     PER_MINUTE,
     PER_SECOND,
@@ -64,6 +65,45 @@ def test_accounts_have_separate_budgets(tmp_path: Path) -> None:
         a.acquire()
         assert b.acquire().waited < 0.5  # a's send does not count against b
         assert a.acquire().waited >= 0.9  # but a's second send waits out a's one-second window
+
+
+def test_a_share_of_aiq_s_limits_stretches_a_window_whose_share_is_under_one_request() -> None:
+    windows = list(zip(STANDARD_WINDOWS, (5, 120, 2000), strict=True))
+    assert BudgetShare("audit", 0.05).windows(windows) == ((4.0, 1), (60.0, 6), (3600.0, 100))
+    assert BudgetShare("audit", 0.5).windows(windows)[0] == (1.0, 2)
+    with pytest.raises(ValueError, match="fraction above 0"):
+        BudgetShare("audit", 0)
+
+
+def test_a_shared_limiter_takes_no_more_than_its_share_of_any_window_and_the_rest_goes_on(tmp_path: Path) -> None:
+    url, windows, limits = f"sqlite:///{tmp_path / 'sync.db'}", (0.5, 2.0, 4.0), (10, 40, 100)
+    share = BudgetShare("audit", 0.05)  # its windows: 1 send a second (stretched from 0.5 s), 2 in 2 s, 5 in 4 s
+    pushed = threading.Event()
+
+    def audit() -> None:
+        with AccountRateLimiter(url, "acct", *limits, margin_seconds=0.0, window_seconds=windows, share=share) as one:
+            while not pushed.is_set():
+                one.acquire()
+
+    auditing = threading.Thread(target=audit)
+    auditing.start()
+    with AccountRateLimiter(url, "acct", *limits, margin_seconds=0.0, window_seconds=windows) as push_limiter:
+        for _ in range(80):  # two of the 2 s windows' worth, while the audit asks for all it can get
+            push_limiter.acquire()
+    pushed.set()
+    auditing.join(timeout=30)
+    with sa.create_engine(url).connect() as conn:
+        sends = conn.execute(sa.select(SEND_LOG.c.sent_at, SEND_LOG.c.purpose).order_by(SEND_LOG.c.sent_at)).all()
+    audit = [at for at, purpose in sends if purpose == "audit"]
+    push = [at for at, purpose in sends if purpose == ""]
+
+    for seconds, quota in ((1.0, 1), (2.0, 2), (4.0, 5)):
+        assert most_in_any_window(audit, seconds) <= quota, seconds
+    for seconds, limit in zip(windows, limits, strict=True):
+        assert most_in_any_window([at for at, _ in sends], seconds) <= limit, "the audit counts against the account"
+    assert len(audit) >= 3, "the share was used"
+    assert most_in_any_window([at for at in push if at < push[0] + 2.0], 2.0) >= 40 - 2, (
+        "in its first 2 s the push lost at most the audit's 2 sends")
 
 
 def test_the_database_folder_is_created(tmp_path: Path) -> None:

@@ -163,8 +163,8 @@ def test_an_accounts_file_gives_each_account_its_assets_and_its_resource(tmp_pat
     loaded = json.loads(probe.stdout.strip().splitlines()[-1])
 
     assert [key for key in loaded["assets"] if "aiq" in key] == [
-        "arizona/aiq_inventory", "arizona/aiq_personas", "arizona/aiq_sales",
-        "colorado/aiq_inventory", "colorado/aiq_personas", "colorado/aiq_sales",
+        "arizona/aiq_delivery_audit", "arizona/aiq_inventory", "arizona/aiq_personas", "arizona/aiq_sales",
+        "colorado/aiq_delivery_audit", "colorado/aiq_inventory", "colorado/aiq_personas", "colorado/aiq_sales",
     ]
     assert loaded["resources"] == {
         "aiq_colorado": {"key_env": "KEY_CO", "base_url": "https://lab.alpineiq.com", "uid": "c-1",

@@ -33,6 +33,8 @@ def test_cli_names_the_bad_switch(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--fault-drop" in result.stderr
     result = _run_cli("--db", str(tmp_path / "s.db"), "--fault-5xx", "0.6", "--fault-slow", "0.6", env=env)
     assert result.returncode == 2 and "add up to at most 1" in result.stderr
+    result = _run_cli("--db", str(tmp_path / "s.db"), "--drop-keys", "u-1:twice", env=env)
+    assert result.returncode == 2 and "--drop-keys: 'u-1:twice': expected pos_user or pos_user:N" in result.stderr
 
 
 def test_cli_help_documents_every_switch_with_its_default() -> None:
@@ -40,9 +42,10 @@ def test_cli_help_documents_every_switch_with_its_default() -> None:
     assert result.returncode == 0 and "do-not-print-me" not in result.stdout
     for switch in ("--host", "--port", "--db", "--api-key", "--uid", "--per-second", "--per-minute", "--per-hour",
                    "--bulk-max", "--inventory-max", "--fault-seed", "--fault-5xx", "--fault-429", "--fault-slow",
-                   "--fault-drop", "--slow-seconds", "--retry-after", "--reset"):
+                   "--fault-drop", "--slow-seconds", "--retry-after", "--apply-delay", "--drop-personas", "--drop-seed",
+                   "--drop-keys", "--blank-phones", "--reset"):
         assert switch in result.stdout
-    assert result.stdout.count("(default:") >= 19
+    assert result.stdout.count("(default:") >= 24
 
 
 def test_refuse_keys_refuses_the_listed_records_whole_batch(sandbox_factory) -> None:

@@ -175,7 +175,8 @@ def test_bulk_over_the_cap_is_413_and_nothing_is_applied(sandbox: Sandbox) -> No
     for response in (sales, members, inventory):
         assert response.status_code == 413
         assert "at most 100" in messages(response)[0]
-    assert sandbox.state()["counts"] == {"sales": 0, "members": 0, "inventory": 0, "requests": 3}
+    assert sandbox.state()["counts"] == {"sales": 0, "members": 0, "inventory": 0, "requests": 3, "pending": 0,
+                                         "dropped": 0}
     ok_data(post(sandbox, "createUpdateSales", [{"visit": visit(f"r-{n}")} for n in range(100)]))
 
 

@@ -24,14 +24,17 @@ def aiq_resource(sandbox, sync_url: str, **overrides) -> AiqResource:
 
 
 def sync(pos_url: str, sync_url: str, sandbox, first: str, last: str, assets: Sequence[str] | None = None,
-         **aiq_options):
-    """Materialize the daily assets (or the ``assets`` named) for [first, last] in one run, as a backfill does."""
+         instance: dg.DagsterInstance | None = None, **aiq_options):
+    """Materialize the daily assets (or the ``assets`` named) for [first, last] in one run, as a backfill does (on
+    ``instance``, else a throwaway one)."""
     resources = {"pos": PosDatabase.from_settings(load_settings(), url=pos_url),
                  "sync": SyncDatabase.from_settings(load_settings(), url=sync_url),
                  "aiq": aiq_resource(sandbox, sync_url, **aiq_options)}
     tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-    with dg.instance_for_test() as instance:
+    if instance is not None:
         return materialize(assets, resources=resources, instance=instance, tags=tags)
+    with dg.instance_for_test() as throwaway:
+        return materialize(assets, resources=resources, instance=throwaway, tags=tags)
 
 
 def materialize(assets: Sequence[str] | None, **options: Any) -> dg.ExecuteInProcessResult:
