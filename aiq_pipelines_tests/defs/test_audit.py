@@ -16,6 +16,7 @@ from aiq_pipelines.defs.audit import (
     build_audit_assets,
 )
 from aiq_pipelines.defs.audit_automation import audit_requests, resend_after_audit
+from aiq_pipelines.defs.automation import daily_sync
 from aiq_pipelines.defs.ops import build_check_alerts, build_retry_job, sync_quarantine
 from aiq_pipelines.defs.resources import AiqResource, PosDatabase, SyncDatabase
 from aiq_pipelines.settings import load_settings
@@ -143,8 +144,9 @@ def test_retry_quarantined_re_sends_what_audits_hold(pos, sync_url, sandbox_fact
         assert (row.data["key"], row.data["stage"]) == ("C003", "audit")
         assert row.data["reason"].startswith("accepted by AIQ, absent after ")
         since = sandbox.requests()[-1]["id"]
-        retry = build_retry_job(DAILY, retry_resources).execute_in_process(instance=instance,
-                                                                            resources=retry_resources)
+        location = dg.Definitions(assets=DAILY, jobs=[daily_sync], resources=retry_resources)
+        retry = build_retry_job(lambda: location.resolve_job_def(daily_sync.name)).execute_in_process(
+            instance=instance, resources=retry_resources)
 
     assert retry.success
     assert keys_sent(sandbox, "createUpdateMembers", since) == ["C003"]

@@ -47,7 +47,8 @@ def test_a_two_percent_drop_is_found_exactly_re_sent_exactly_and_then_confirmed(
 
     assert sorted(keys_sent(sandbox, "createUpdateMembers", since)) == dropped
     personas = metadata(again, "aiq_personas")
-    assert (personas["sent"], personas["personas_for_sales_sent"]) == (2, 2), "all four go in the personas' step"
+    assert (personas["sent"], personas["personas_for_sales_sent"]) == (4, 2), \
+        "all four go in the personas' step: two staged that day, two for the day's sales"
     assert sorted(keys_sent(sandbox, "createUpdateSales", since)) == [f"S-{key}" for key in dropped]
     assert days_to_resend(sa.create_engine(sync_url)) == {}
     assert len(sandbox.state()["dropped"]) == 4, "none of them dropped again"
