@@ -1,15 +1,17 @@
 """The README's and docs' pictures of the Dagster UI, made again: ``.venv/bin/python docs/screenshots.py``.
 
 Starts ``make dev`` on free ports with a small demo POS (ten days, two stores, two sales of a store the POS does not
-know, so the quarantine holds something) in a folder of its own, first runs a dry run of the first day (what a sync
-would send), then backfills every finished day through ``daily_sync``'s partitions, and has headless Chromium
-(Debian's ``chromium``, driven by Playwright's Python package: ``pip install playwright``, no browser download) take
-one PNG per page into ``docs/images/``. Needs a browser, so it is not part of ``make test`` (see docs/development.md).
+know, so the quarantine holds something) in a folder of its own, first runs ``daily_sync_dry_run`` on the first day
+(what a sync would send), then backfills every finished day through ``daily_sync``'s partitions, and has headless
+Chromium (Debian's ``chromium``, driven by Playwright's Python package: ``pip install playwright``, no browser download)
+take one PNG per page into ``docs/images/``. Needs a browser, so it is not part of ``make test`` (see
+docs/development.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -25,12 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
-PAGES = {  # file -> (path in the UI, the button to press there first, if any)
-    "asset-graph.png": ("/asset-groups", None),
-    "partition-plots.png": ("/assets/aiq_sales", "Plots"),
-    "quarantine-table.png": ("/assets/sync_quarantine", None),
-    "dry-run.png": ("/runs/{dry_run}", None),  # the dry run's own run: its log says what would be sent
-}
+GROUPS = ("pos", "aiq", "ops")
 
 
 def free_ports(count: int) -> list[int]:
@@ -74,10 +71,14 @@ class Ui:
         entries = self.query("{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }")
         return entries["workspaceOrError"]["locationEntries"][0]["loadStatus"] == "LOADED"
 
-    def finished(self, **tags: str) -> bool:
+    def statuses(self, **tags: str) -> list[str]:
         runs = self.query("query($f: RunsFilter) { runsOrError(filter: $f) { ... on Runs { results { status } } } }",
                           f={"tags": [{"key": k, "value": v} for k, v in tags.items()]})["runsOrError"]["results"]
-        return bool(runs) and all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs)
+        return [run["status"] for run in runs]
+
+    def finished(self, **tags: str) -> bool:
+        statuses = self.statuses(**tags)
+        return bool(statuses) and all(status in ("SUCCESS", "FAILURE", "CANCELED") for status in statuses)
 
 
 def demo(data: Path) -> None:
@@ -88,8 +89,41 @@ def demo(data: Path) -> None:
     with sqlite3.connect(data / "pos.db") as conn:  # a store the POS does not know: quarantined, with the reason
         for n in (1, 2):
             conn.execute("INSERT INTO transactions (transaction_id, location_id, transaction_at, subtotal, "
-                         "discount_total, tax_total, total, last_modified_at) VALUES (?, 'STORE-GONE', ?, 10, 0, 0, 10, ?)",
+                         "discount_total, tax_total, total, last_modified_at) "
+                         "VALUES (?, 'STORE-GONE', ?, 10, 0, 0, 10, ?)",
                          (f"SHOT-{n}", yesterday, yesterday))
+
+
+def expand_groups(page) -> None:
+    """The lineage opens with its groups collapsed; the UI keeps which are open in the browser's local storage, so
+    every group is opened there and the page loaded again, which also fits the graph to the window."""
+    expanded = ",".join(f"global@global:{group}" for group in GROUPS)
+    page.evaluate("value => localStorage.setItem('asset-graph-open-graph-nodes-global-__GLOBAL__', value)",
+                  json.dumps({"expanded": expanded}))
+    page.reload(wait_until="networkidle")
+
+
+def daily_plots(page) -> None:
+    """The plots over partitions, scrolled to the per-day figures (row count, sent, staged) of the backfilled days."""
+    page.get_by_role("button", name="Plots").first.click()
+    page.wait_for_load_state("networkidle")
+    page.get_by_text("dagster/row_count", exact=True).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+
+
+def dry_run_report(page) -> None:
+    """The dry run's log narrowed to its observations, the first opened: what a real push of the day would send."""
+    log_filter = page.get_by_placeholder("Filter…")
+    log_filter.fill("type:ASSET_OBSERVATION")
+    log_filter.press("Enter")
+    page.get_by_text("View full message").first.click()
+
+
+PAGES = {  # file -> (path in the UI, what to do there before the picture, if anything)
+    "asset-graph.png": ("/asset-groups", expand_groups),
+    "partition-plots.png": ("/assets/aiq_sales", daily_plots),
+    "quarantine-table.png": ("/assets/sync_quarantine", None),
+    "dry-run.png": ("/runs/{dry_run}", dry_run_report),  # the dry run's own run: what a real run would send
+}
 
 
 def shoot(ui: Ui, dry_run: str) -> None:
@@ -102,15 +136,15 @@ def shoot(ui: Ui, dry_run: str) -> None:
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1440, "height": 900})
-        for name, (path, press) in PAGES.items():
+        for name, (path, prepare) in PAGES.items():
             page.goto(ui.base + path.format(dry_run=dry_run), wait_until="networkidle")
             skip = page.get_by_role("button", name="Skip")
             if skip.count():
                 skip.first.click()
-            if press:
-                page.get_by_role("button", name=press).first.click()
+            if prepare:
+                prepare(page)
             page.wait_for_load_state("networkidle")
-            page.wait_for_timeout(1500)  # the graph's layout animates in after the data arrives
+            page.wait_for_timeout(1500)  # the graph's layout and the plots animate in after the data arrives
             page.screenshot(path=IMAGES / name)
             print(f"docs/images/{name}: {path.format(dry_run=dry_run)}")
         browser.close()
@@ -141,13 +175,14 @@ def main() -> None:
             days = [p["name"] for p in keys["partitionSetOrError"]["partitionsOrError"]["results"]][:-1]
             launched = ui.query("mutation($p: ExecutionParams!) { launchRun(executionParams: $p) "
                                 "{ ... on LaunchRunSuccess { run { runId } } } }", p={
-                "selector": {**location, "jobName": "daily_sync"},
-                "runConfigData": {"ops": {"aiq_push": {"config": {"dry_run": True}}}},
+                "selector": {**location, "jobName": "daily_sync_dry_run"},  # its config and tag come with the job
                 "executionMetadata": {"tags": [{"key": "dagster/partition", "value": days[0]},
                                                {"key": "screenshot", "value": "dry-run"}]},
             })
             dry_run = launched["launchRun"]["run"]["runId"]
             wait("the dry run", lambda: ui.finished(screenshot="dry-run"), 300)
+            if ui.statuses(screenshot="dry-run") != ["SUCCESS"]:  # a picture of a failure would document nothing
+                raise RuntimeError(f"the dry run {dry_run} did not succeed: see its log in the UI")
             backfill = ui.query("mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) "
                                 "{ ... on LaunchBackfillSuccess { backfillId } } }",
                                 p={"selector": {"partitionSetName": "daily_sync_partition_set",
