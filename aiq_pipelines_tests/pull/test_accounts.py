@@ -61,7 +61,7 @@ def chain(pos: PosFactory, sync_url: str) -> str:
                                      ("P3", "STORE-01", 11)):
         pos.insert("inventory", product_id=product, location_id=location, quantity_available=stock,
                    last_modified_at=noon.replace(tzinfo=None))
-    stage_days(pos.url, sync_url, DAY, DAY, "r1")
+    stage_days(pos.url, sync_url, DAY, DAY, "r1", look_up_stores=True)  # as the extracts do with two accounts
     return sync_url
 
 
