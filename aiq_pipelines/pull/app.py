@@ -209,8 +209,9 @@ def create_app(config: PullConfig) -> FastAPI:
 
         Pull by `updated_since` (store the returned `high_watermark` and pass it next time), or backfill by
         `occurred_from`/`occurred_to`; never both. A void or an edit bumps `updated_at`, so it reaches the next
-        incremental pull. With `include=customers` each page also carries the customers its sales name. Quarantined
-        receipts are not served; `held_back` counts them."""
+        incremental pull. With `include=customers` each page also carries the customers its sales name (a void's
+        only when staged otherwise: a void is never attributed). Quarantined receipts are not served; `held_back`
+        counts them."""
         return page(request, "transactions", Entity.TRANSACTION, reads.transactions,
                     lambda rows: transactions(rows, zone),
                     lambda row, bounds: (row.transaction_at if bounds.backfill else row.changed_at, row.transaction_id),
