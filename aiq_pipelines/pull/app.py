@@ -31,7 +31,7 @@ from aiq_pipelines.pull.inventory import InventoryVersions, NoSnapshot
 from aiq_pipelines.pull.logs import access, loggable
 from aiq_pipelines.pull.openapi import PARAMETERS, document, query_parameters, responses
 from aiq_pipelines.pull.params import BadRequest
-from aiq_pipelines.pull.render import customer, shopper, transaction
+from aiq_pipelines.pull.render import customer, shopper, transactions
 from aiq_pipelines.sync.accounts import EVERYTHING, StoreScope
 
 DOCUMENTS = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
@@ -162,7 +162,7 @@ def create_app(config: PullConfig) -> FastAPI:
 
     def page(
         request: Request, endpoint: str, entity: Entity, fetch: Callable[..., list[sa.Row]],
-        render: Callable[[sa.Row], Any], key: Callable[[sa.Row, reads.Window], tuple[dt.datetime, str]],
+        render: Callable[[list[sa.Row]], Any], key: Callable[[sa.Row, reads.Window], tuple[dt.datetime, str]],
         backfill: bool,
     ) -> Response:
         given = params.only(_query(request), query_parameters(f"/v1/{endpoint}"))
@@ -197,7 +197,7 @@ def create_app(config: PullConfig) -> FastAPI:
             last_moment, last_key = key(rows[-1], bounds)
             next_cursor = signers[caller.account].encode(Cursor(endpoint, window, [rfc3339(last_moment), last_key]))
         body = {"window": window, "high_watermark": window["updated_before"], "next_cursor": next_cursor,
-                "held_back": held, "data": [render(row) for row in rows]}
+                "held_back": held, "data": render(rows)}
         if included is not None:
             body["customers"] = included
         return _json(body)
@@ -209,10 +209,11 @@ def create_app(config: PullConfig) -> FastAPI:
 
         Pull by `updated_since` (store the returned `high_watermark` and pass it next time), or backfill by
         `occurred_from`/`occurred_to`; never both. A void or an edit bumps `updated_at`, so it reaches the next
-        incremental pull. With `include=customers` each page also carries the customers its sales name. Quarantined
-        receipts are not served; `held_back` counts them."""
+        incremental pull. With `include=customers` each page also carries the customers its sales name (a void's
+        only when staged otherwise: a void is never attributed). Quarantined receipts are not served; `held_back`
+        counts them."""
         return page(request, "transactions", Entity.TRANSACTION, reads.transactions,
-                    lambda row: transaction(row, zone),
+                    lambda rows: transactions(rows, zone),
                     lambda row, bounds: (row.transaction_at if bounds.backfill else row.changed_at, row.transaction_id),
                     backfill=True)
 
@@ -221,7 +222,7 @@ def create_app(config: PullConfig) -> FastAPI:
         """Customers (AIQ personas) changed in the window, with phones and emails normalized as the push sends them;
         invalid and placeholder values are null, never served. The customers of the window's sales that did not
         change come with the sales (`/v1/transactions?include=customers`)."""
-        return page(request, "customers", Entity.PERSONA, reads.customers, customer,
+        return page(request, "customers", Entity.PERSONA, reads.customers, lambda rows: [customer(row) for row in rows],
                     lambda row, _bounds: (row.changed_at, row.customer_id), backfill=False)
 
     @app.get("/v1/inventory", response_model=models.InventoryPage, tags=["pull"], responses={

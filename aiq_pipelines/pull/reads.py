@@ -66,7 +66,7 @@ def transactions(conn: sa.Connection, window: Window, after: tuple[dt.datetime, 
     query = (sa.select(table.c.transaction_id, table.c.record, table.c.business_date, table.c.transaction_at,
                        table.c.changed_at, table.c.staged_at, table.c.customer_id)
              .where(*conditions).order_by(*order).limit(limit))
-    return list(conn.execute(query))
+    return list(conn.execute(query).all())
 
 
 def customers(conn: sa.Connection, window: Window, after: tuple[dt.datetime, str] | None, limit: int,

@@ -1,8 +1,9 @@
 """Staged records as the pull API serves them: the canonical record, with cost, margin and local times added.
 
-Records are read with orjson as the extract stored them (decimals as the exact strings the POS gave), not validated
-again: the extract validated them, and a page of a thousand sales is rendered in the time pydantic takes for a few
-hundred (bench/RESULTS.md, "Pull API").
+Records are read as the extract stored them (decimals as the exact strings the POS gave), not validated again: the
+extract validated them. A sale is decoded by msgspec into the fields it serves only (a stored line carries a dozen
+more) and encoded back from those structs, so a page of a thousand sales builds no dict per sale or line
+(bench/RESULTS.md, "Pull API").
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import zoneinfo
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import orjson
 import sqlalchemy as sa
 
@@ -35,40 +38,96 @@ def _stamp(value: dt.datetime) -> str:
     return rfc3339(value)
 
 
-def _line(line: dict[str, Any]) -> dict[str, Any]:
-    cost = line.get("unit_cost")
-    margin = None
-    if cost is not None:
-        margin = str(Decimal(line["quantity"]) * (Decimal(line["unit_price"]) - Decimal(cost))
-                     - Decimal(line.get("discount") or 0))
-    return {
-        "line_number": line["line_number"], "sku": line["sku"], "product_id": line["product_id"], "name": line["name"],
-        "category": line.get("category"), "brand": line.get("brand"), "quantity": line["quantity"],
-        "unit_price": line["unit_price"], "discount": line.get("discount") or "0", "unit_cost": cost, "margin": margin,
-    }
+class _Line(msgspec.Struct, kw_only=True, gc=False):
+    """A stored line's served fields, in the order served; ``margin`` is computed, never read."""
+
+    line_number: int
+    sku: str
+    product_id: str
+    name: str
+    category: str | None = None
+    brand: str | None = None
+    quantity: str
+    unit_price: str
+    discount: str | None = None
+    unit_cost: str | None = None
+    margin: str | None = None
 
 
-def transaction(row: sa.Row, zone: zoneinfo.ZoneInfo) -> dict[str, Any]:
-    """A staged sale: its record with each line's margin at the cost of the time of sale."""
-    tx = orjson.loads(row.record)
-    at = as_utc(row.transaction_at)
-    local = _zone(tx["location_timezone"]) if tx.get("location_timezone") else zone
-    return {
-        "transaction_id": tx["transaction_id"],
-        "location_id": tx["location_id"],
-        "customer_id": tx.get("customer_id"),
-        "type": "return" if tx.get("is_return") else "sale",
-        "status": "voided" if tx.get("is_void") else "completed",
-        "return_of_transaction_id": tx.get("return_of_transaction_id"),
-        "occurred_at": rfc3339(at),
-        "occurred_at_local": at.astimezone(local).isoformat(),
-        "business_date": row.business_date.isoformat(),
-        "updated_at": _stamp(row.changed_at),
-        "extracted_at": _stamp(row.staged_at),
-        "totals": {"subtotal": tx["subtotal"], "discount": tx["discount_total"], "tax": tx["tax_total"],
-                   "total": tx["total"]},
-        "lines": [_line(line) for line in tx["lines"]],
-    }
+class _StoredSale(msgspec.Struct, gc=False):
+    """The fields of a stored sale (``records.Transaction`` as JSON) that a served one is made of."""
+
+    transaction_id: str
+    location_id: str
+    subtotal: str
+    total: str
+    discount_total: str
+    tax_total: str
+    lines: list[_Line]
+    customer_id: str | None = None
+    is_return: bool = False
+    is_void: bool = False
+    return_of_transaction_id: str | None = None
+    location_timezone: str | None = None
+
+
+class _Totals(msgspec.Struct, gc=False):
+    subtotal: str
+    discount: str
+    tax: str
+    total: str
+
+
+class _Sale(msgspec.Struct, gc=False):
+    """A served sale (``models.Transaction``), fields in the order served."""
+
+    transaction_id: str
+    location_id: str
+    customer_id: str | None
+    type: str
+    status: str
+    return_of_transaction_id: str | None
+    occurred_at: str
+    occurred_at_local: str
+    business_date: str
+    updated_at: str
+    extracted_at: str
+    totals: _Totals
+    lines: list[_Line]
+
+
+_stored_sale = msgspec.json.Decoder(_StoredSale)
+_encoder = msgspec.json.Encoder()
+
+
+@functools.lru_cache(maxsize=8192)
+def _margin(quantity: str, unit_price: str, cost: str, discount: str) -> str:
+    # Lines repeat a product's price, cost and quantity: most margins of a page are ones already computed.
+    return str(Decimal(quantity) * (Decimal(unit_price) - Decimal(cost)) - Decimal(discount))
+
+
+def transaction(row: sa.Row, zone: zoneinfo.ZoneInfo) -> _Sale:
+    """A staged sale: its record with each line's margin at the cost of the time of sale (``transactions`` encodes
+    it)."""
+    tx = _stored_sale.decode(row.record)
+    for line in tx.lines:
+        if not line.discount:
+            line.discount = "0"
+        if line.unit_cost is not None:
+            line.margin = _margin(line.quantity, line.unit_price, line.unit_cost, line.discount)
+    local = _zone(tx.location_timezone) if tx.location_timezone else zone
+    return _Sale(
+        tx.transaction_id, tx.location_id, tx.customer_id, "return" if tx.is_return else "sale",
+        "voided" if tx.is_void else "completed", tx.return_of_transaction_id, rfc3339(row.transaction_at),
+        as_utc(row.transaction_at).astimezone(local).isoformat(), row.business_date.isoformat(),
+        _stamp(row.changed_at), _stamp(row.staged_at),
+        _Totals(tx.subtotal, tx.discount_total, tx.tax_total, tx.total), tx.lines,
+    )
+
+
+def transactions(rows: Sequence[sa.Row], zone: zoneinfo.ZoneInfo) -> orjson.Fragment:
+    """Staged sales rendered (``transaction``) as one JSON array, to be embedded as it is in a page's body."""
+    return orjson.Fragment(_encoder.encode([transaction(row, zone) for row in rows]))
 
 
 def _person(customer_id: str, payload: bytes, created_at: str | None, changed_at: dt.datetime | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping, Sequence
 
@@ -83,4 +84,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
     """Serve the pull API with uvicorn in this one process (the request budgets live in its memory)."""
     import uvicorn
 
-    uvicorn.run(build_app(settings), host=host, port=port, log_config=log_config(), access_log=False)
+    app = build_app(settings)
+    # What start-up loaded (Dagster comes with the settings) lives as long as the process: kept out of the garbage
+    # collector's full passes, which would otherwise walk it all and stall the page being served.
+    gc.freeze()
+    uvicorn.run(app, host=host, port=port, log_config=log_config(), access_log=False)

@@ -103,20 +103,24 @@ def test_a_windows_transactions_with_their_customers_name_every_shopper_of_those
     for n in range(6):
         pos.add_customer(f"OLD{n}", email=f"old{n}@example.com")  # modified long before the window
     pos.add_customer("NEW", modified=NOON.replace(tzinfo=None), email="new@example.com")
-    for n, customer in enumerate(["OLD0", "OLD1", "NEW", "OLD2", None, "OLD0", "OLD3", "OLD4", "OLD1"]):
+    pos.add_customer("VOIDER", email="voider@example.com")
+    for n, customer in enumerate(["OLD0", "OLD1", "NEW", "OLD2", None, "OLD0", "OLD3", "OLD4", "OLD1", "VOIDER"]):
         pos.add_sale(f"S{n}", (NOON + dt.timedelta(minutes=n)).replace(tzinfo=None), customer_id=customer)
+    # A void is never sent, so its extract stages no customer: VOIDER, with no other sale, is served with no one.
+    pos.execute("UPDATE transactions SET is_void = 1 WHERE transaction_id = 'S9'")
     stage_days(pos.url, sync_url, DAY, DAY, "r1")
     server = pull_server_factory(sync_url)
 
     sales, _ = server.pages("/v1/transactions", limit=2)
     changed, _ = server.pages("/v1/customers", limit=2)
-    named = {tx["customer_id"] for page in sales for tx in page if tx["customer_id"]}
+    named = {tx["customer_id"] for page in sales for tx in page if tx["customer_id"] and tx["status"] != "voided"}
+    assert [tx["customer_id"] for page in sales for tx in page if tx["status"] == "voided"] == ["VOIDER"]
     assert {c["customer_id"] for page in changed for c in page} == {"NEW"}, "the customers endpoint: changed only"
 
     carried: dict[str, dict] = {}
     body = server.get("/v1/transactions", limit=2, include="customers").json()
     while True:
-        page_named = {tx["customer_id"] for tx in body["data"] if tx["customer_id"]}
+        page_named = {tx["customer_id"] for tx in body["data"] if tx["customer_id"] and tx["status"] != "voided"}
         assert {c["customer_id"] for c in body["customers"]} == page_named, "each page carries its sales' shoppers"
         carried.update({c["customer_id"]: c for c in body["customers"]})
         if not body["next_cursor"]:
