@@ -175,6 +175,13 @@ def _validate(model: type[_Record], data: Mapping[str, Any]) -> Any:
         raise RecordRejected(_reason_from(exc)) from None
 
 
+def record_key(value: Any) -> str | None:
+    """A POS key as its record spells it (``_Record`` strips text and turns numbers into text): a CHAR(n) key, which
+    PostgreSQL pads with blanks, then names the same record in the quarantine, the stores looked up and an erasure as
+    in staging."""
+    return None if value is None else str(value).strip()
+
+
 def _row(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
 

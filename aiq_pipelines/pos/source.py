@@ -26,9 +26,10 @@ from aiq_pipelines.pos.queries import (
     load_queries,
     reads_shopper_stores,
 )
+from aiq_pipelines.pos.records import record_key
 from aiq_pipelines.pos.times import StoreDays, naive_utc, utc_timestamp
 
-RowGroup = tuple[Any, list[Mapping[str, Any]]]
+RowGroup = tuple[str | None, list[Mapping[str, Any]]]  # the key as its record spells it (record_key)
 DEFAULT_CHUNK_SIZE = 5000  # rows a round trip; EXTRACT_CHUNK_SIZE's default
 
 
@@ -89,7 +90,7 @@ class PosSource:
                     )
                 columns = list(result.keys())
                 rows = (dict(zip(columns, row, strict=True)) for row in result)
-                for key, group in itertools.groupby(rows, key=lambda row: row[query.key]):
+                for key, group in itertools.groupby(rows, key=lambda row: record_key(row[query.key])):
                     yield key, list(group)
         except sa.exc.SQLAlchemyError as exc:
             raise PosQueryError(

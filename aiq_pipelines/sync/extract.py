@@ -35,6 +35,7 @@ from aiq_pipelines.pos.records import (
     build_inventory_item,
     build_persona,
     build_transaction,
+    record_key,
 )
 from aiq_pipelines.pos.source import PosSource, RowGroup, chunked
 from aiq_pipelines.pos.times import BusinessCalendar, naive_utc, utc_now, utc_timestamp
@@ -255,7 +256,7 @@ def _look_up_stores(conn: sa.Connection, source: PosSource, customer_ids: Sequen
     """Replace the ``shopper_stores`` rows of these customers with the stores the POS holds a sale of each in, or
     ``NO_SALE`` for a customer it holds none of."""
     now = utc_now()
-    rows = [{"customer_id": str(key), "location_id": str(row["location_id"]), "looked_up_at": now}
+    rows = [{"customer_id": key, "location_id": record_key(row["location_id"]), "looked_up_at": now}
             for key, group in source.shopper_stores(customer_ids) for row in group if row["location_id"] is not None]
     bought = {row["customer_id"] for row in rows}
     rows += [{"customer_id": key, "location_id": NO_SALE, "looked_up_at": now}
