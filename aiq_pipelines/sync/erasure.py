@@ -48,7 +48,8 @@ class Erasure:
         counts = ", ".join(f"{table} {n}" for table, n in self.removed.items() if n) or "nothing was kept"
         lines = [f"shopper {self.customer_id}: {self.rows_removed} rows of their data removed ({counts})"]
         if self.still_in:
-            lines.append(f"WARNING: {'; '.join(self.still_in)} still hold shopper {self.customer_id}: the next sync "
+            verb = "holds" if len(self.still_in) == 1 else "hold"
+            lines.append(f"WARNING: {'; '.join(self.still_in)} still {verb} shopper {self.customer_id}: the next sync "
                          "that reads them brings the shopper back. Erase them in the POS first, then erase here again.")
         lines.append(f"AIQ publishes no delete call: delete the persona (pos_user {self.customer_id}) in AIQ's own "
                      "UI, in every AIQ account that received it.")

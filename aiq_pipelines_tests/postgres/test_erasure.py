@@ -79,7 +79,7 @@ def test_an_erased_shopper_leaves_no_personal_data_in_a_postgresql_sync_database
                           env=env, capture_output=True, text=True, timeout=120)
 
     assert done.returncode == 3, done.stderr
-    assert "WARNING: the POS still hold shopper E1" in done.stderr
+    assert "WARNING: the POS still holds shopper E1" in done.stderr
     assert "AIQ publishes no delete call: delete the persona (pos_user E1) in AIQ's own UI" in done.stdout
     after = stored_values(sync_url)
     assert shopper_found(after, SHOPPERS["E1"]) == [], "E1's personal data is left in a table"

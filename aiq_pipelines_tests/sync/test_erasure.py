@@ -82,4 +82,4 @@ def test_the_forget_shopper_job_erases_and_its_events_name_only_the_key(synced, 
     assert shopper_found(stored_values(sync_url), SHOPPERS["K1"]) == []
     assert shopper_found([("event log", "\n".join(events))], SHOPPERS["K1"]) == [], "the job's events name the key only"
     messages = "\n".join(events)
-    assert "shopper K1: " in messages and "WARNING: the POS still hold shopper K1" in messages
+    assert "shopper K1: " in messages and "WARNING: the POS still holds shopper K1" in messages
